@@ -1,0 +1,194 @@
+"""The connector contract: what every source and destination plugin provides.
+
+A destination is a class with ``kind``, a pydantic ``Config`` and ``capabilities`` as class
+attributes. The core builds it as ``cls(name, config, context)``. Its methods make platform
+calls and nothing else: no sleeping, no retry loops, no state store. Errors are translated
+into :mod:`syncd.errors` by ``classify``; per-key failures inside a batch call come back as
+:class:`~syncd.model.ItemOutcome` with an ``error``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from syncd.config_types import Duration
+from syncd.errors import ConnectorError, PermanentError
+from syncd.model import Change, ItemOutcome, RemoteEntry, Snapshot
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the core must know about a platform to plan for it, as class data."""
+
+    reads_values: bool
+    tags_ownership: bool
+    max_value_bytes: int | None = None
+    key_pattern: str | None = None
+    key_rule: str = ""  # the key_pattern in words, for `blocked` messages
+    max_key_length: int | None = None
+    case_insensitive_keys: bool = False
+    batch_size: int = 1
+    delete_batch_size: int = 1
+    max_keys: int | None = None  # a per-scope count limit (GitHub: 100 a repository)
+    default_key_template: str = "{key}"
+    # writes per minute through one credential, paced by the executor (None: unpaced)
+    writes_per_minute: float | None = None
+    # extra checks a platform wants at plan time: return a message to block the key
+    extra_checks: tuple[Callable[[str, int], str | None], ...] = field(default=())
+
+    def check_key(self, key: str) -> str | None:
+        if not key:
+            return "the key is empty"
+        if self.max_key_length is not None and len(key) > self.max_key_length:
+            return f"key is {len(key)} characters, over the {self.max_key_length}-character limit"
+        if self.key_pattern is not None and not re.fullmatch(self.key_pattern, key):
+            return f"invalid key name: {self.key_rule or 'must match ' + self.key_pattern}"
+        return None
+
+    def check_size(self, size: int) -> str | None:
+        if self.max_value_bytes is not None and size > self.max_value_bytes:
+            return (
+                f"value is {size} bytes, over the {self.max_value_bytes}-byte limit "
+                "of this destination"
+            )
+        return None
+
+
+class ConnectorConfig(BaseModel):
+    """Base of every connector's Config: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str
+
+
+class DestinationConfig(ConnectorConfig):
+    timeout: Duration = 30.0
+    """Seconds any one platform call may take before it counts as failed (and retryable)."""
+    concurrency: int = 4
+    """Platform calls in flight at once through this destination's credential."""
+
+
+class SourceConfig(ConnectorConfig):
+    webhook_secret: SecretStr | None = None
+    """Enables ``/webhooks/generic/<source>`` (HMAC-SHA256 of the body)."""
+
+
+@dataclass
+class ConnectorContext:
+    """What the core hands a connector: where the config file lives, a hook to count calls."""
+
+    base_dir: str = "."
+    on_api_call: Callable[[str, str, str], None] = lambda destination, operation, status: None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Destination(Protocol):
+    kind: ClassVar[str]
+    Config: ClassVar[type[DestinationConfig]]
+    capabilities: ClassVar[Capabilities]
+    name: str
+
+    def __init__(self, name: str, config: Any, context: ConnectorContext) -> None: ...
+
+    async def check(self) -> None:
+        """Credentials and target exist; no writes. Raise a ConnectorError otherwise."""
+
+    async def list_current(self, keys: Sequence[str] | None = None) -> Mapping[str, RemoteEntry]:
+        """Every key in this destination's scope (``keys``: a hint of the ones wanted)."""
+
+    async def upsert(self, changes: Sequence[Change]) -> Sequence[ItemOutcome]:
+        """Create, update or adopt; one outcome per change."""
+
+    async def delete(self, changes: Sequence[Change]) -> Sequence[ItemOutcome]:
+        """Delete; one outcome per change. A key already gone counts as deleted."""
+
+    def classify(self, exc: BaseException) -> ConnectorError:
+        """Translate a platform or SDK exception into the core's taxonomy."""
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    kind: ClassVar[str]
+    Config: ClassVar[type[SourceConfig]]
+    name: str
+
+    def __init__(self, name: str, config: Any, context: ConnectorContext) -> None: ...
+
+    async def snapshot(self) -> Snapshot:
+        """Every secret in scope; raise SourceReadError on any failure or partial answer."""
+
+    def scope_key(self) -> str:
+        """Syncs reading sources with equal scope keys in one cycle share one read."""
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+class BaseDestination:
+    """Shared plumbing for destinations. Subclasses set the class attributes."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[DestinationConfig]]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, name: str, config: Any, context: ConnectorContext) -> None:
+        self.name = name
+        self.config = config
+        self.context = context
+
+    def count(self, operation: str, status: str = "ok") -> None:
+        """Report one platform call to the metrics and benchmark counters."""
+        self.context.on_api_call(self.name, operation, status)
+
+    async def check(self) -> None:
+        await self.list_current()
+
+    async def list_current(self, keys: Sequence[str] | None = None) -> Mapping[str, RemoteEntry]:
+        raise NotImplementedError
+
+    async def upsert(self, changes: Sequence[Change]) -> Sequence[ItemOutcome]:
+        raise NotImplementedError
+
+    async def delete(self, changes: Sequence[Change]) -> Sequence[ItemOutcome]:
+        raise NotImplementedError
+
+    def classify(self, exc: BaseException) -> ConnectorError:
+        if isinstance(exc, ConnectorError):
+            return exc
+        return PermanentError(f"{type(exc).__name__}")
+
+    async def aclose(self) -> None:
+        return None
+
+
+class BaseSource:
+    kind: ClassVar[str]
+    Config: ClassVar[type[SourceConfig]]
+
+    def __init__(self, name: str, config: Any, context: ConnectorContext) -> None:
+        self.name = name
+        self.config = config
+        self.context = context
+
+    def scope_key(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
+        from syncd.webhooks import verify_generic
+
+        secret = getattr(self.config, "webhook_secret", None)
+        if secret is None:
+            return False
+        return verify_generic(secret.get_secret_value(), headers, body)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,287 @@
+"""One pass of reconciliation: read each source once, plan and apply every
+(sync, destination) pair on its own. ``syncd once``, ``syncd plan`` and every daemon
+cycle go through here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from syncd import mapping, planner
+from syncd.config import Config, SyncSpec
+from syncd.connector import ConnectorContext, Destination, Source
+from syncd.errors import ConnectorError, SourceReadError
+from syncd.executor import Executor, ItemFailure, PairOutcome
+from syncd.logging import get_logger, redactor
+from syncd.model import Action, Plan, Snapshot
+from syncd.state.base import StateStore
+
+
+class Hooks:
+    """Observers of the engine (metrics, benchmarks). Every method is optional."""
+
+    def api_call(self, destination: str, operation: str, status: str) -> None: ...
+
+    def retry(self, destination: str) -> None: ...
+
+    def pair_done(self, result: PairResult, seconds: float) -> None: ...
+
+    def source_read(self, source: str, ok: bool, snapshot: Snapshot | None) -> None: ...
+
+
+@dataclass
+class PairResult:
+    sync: str
+    destination: str
+    plan: Plan | None = None
+    outcome: PairOutcome | None = None
+    result: str = "ok"  # ok | failed | refused | source-failed | error
+    error: str | None = None
+
+    @property
+    def problems(self) -> list[tuple[str, str, str]]:
+        """(key, kind, message) for every key that failed, was blocked or conflicted."""
+        out: list[tuple[str, str, str]] = []
+        if self.plan is not None:
+            for c in self.plan.changes:
+                if c.action in (Action.BLOCKED, Action.CONFLICT):
+                    out.append((c.key, str(c.action), c.reason))
+        if self.outcome is not None:
+            for f in self.outcome.failed:
+                out.append((f.change.key, "failed", f.message))
+        return out
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c: Counter[str] = Counter()
+        if self.plan is not None:
+            applied = {id(x) for x in self.outcome.applied} if self.outcome else set()
+            failed = {id(f.change) for f in self.outcome.failed} if self.outcome else set()
+            for ch in self.plan.changes:
+                if ch.write and self.outcome is not None:
+                    if id(ch) in applied:
+                        c[{"create": "created", "update": "updated", "delete": "deleted",
+                           "adopt": "adopted"}[ch.action.value]] += 1
+                    elif id(ch) in failed:
+                        c["failed"] += 1
+                elif ch.action is Action.ADOPT:
+                    c["adopted"] += 1
+                elif ch.action is Action.NOOP:
+                    c["unchanged"] += 1
+                elif ch.action is Action.SKIP:
+                    c["skipped"] += 1
+                elif ch.action in (Action.BLOCKED, Action.CONFLICT):
+                    c[str(ch.action)] += 1
+                if ch.drift:
+                    c["drift"] += 1
+        if self.outcome is not None:
+            c["writes"] = self.outcome.write_calls
+            c["retries"] = self.outcome.retries
+        return dict(c)
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "ok"
+
+
+@dataclass
+class SyncResult:
+    name: str
+    pairs: list[PairResult] = field(default_factory=list)
+    source_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.source_error is None and all(p.ok for p in self.pairs)
+
+
+class Engine:
+    def __init__(self, config: Config, state: StateStore, fingerprint: Callable[[str, str], str],
+                 *, executor: Executor | None = None, hooks: Hooks | None = None,
+                 now: Callable[[], datetime] | None = None,
+                 context_extra: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.state = state
+        self.fingerprint = fingerprint
+        self.hooks = hooks or Hooks()
+        self.now = now or (lambda: datetime.now(UTC))
+        self.executor = executor or Executor(state, now=self.now)
+        self.executor.on_retry = self.hooks.retry
+        self.context = ConnectorContext(base_dir=str(config.base_dir),
+                                        on_api_call=self.hooks.api_call,
+                                        extra=dict(context_extra or {}))
+        self._destinations: dict[str, Destination] = {}
+        self._sources: dict[str, Source] = {}
+        self._source_locks: dict[str, asyncio.Lock] = {}
+        redactor.add(config.secrets)
+
+    # ------------------------------------------------------------------ connectors
+
+    def destination(self, name: str) -> Destination:
+        if name not in self._destinations:
+            spec = self.config.destinations[name]
+            self._destinations[name] = spec.cls(name, spec.config, self.context)
+        return self._destinations[name]
+
+    def source(self, name: str) -> Source:
+        if name not in self._sources:
+            spec = self.config.sources[name]
+            self._sources[name] = spec.cls(name, spec.config, self.context)
+        return self._sources[name]
+
+    async def aclose(self) -> None:
+        for c in [*self._destinations.values(), *self._sources.values()]:
+            try:
+                await c.aclose()
+            except Exception:  # closing is best effort
+                get_logger().warning("close failed", connector=c.name)
+
+    # ------------------------------------------------------------------ reading
+
+    async def read_source(self, name: str, cache: dict[str, Snapshot] | None = None,
+                          attempts: int = 3) -> Snapshot:
+        """One read per source scope per pass: syncs sharing a scope share the snapshot."""
+        src = self.source(name)
+        scope = src.scope_key()
+        if cache is not None and scope in cache:
+            return cache[scope]
+        lock = self._source_locks.setdefault(scope, asyncio.Lock())
+        async with lock:
+            if cache is not None and scope in cache:
+                return cache[scope]
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    snap = await src.snapshot()
+                    break
+                except SourceReadError as exc:
+                    self.hooks.source_read(name, False, None)
+                    if attempt >= attempts:
+                        raise
+                    delay = self.executor.retry.delay(attempt, None, self.executor.rng)
+                    get_logger().warning("source read failed", source=name, attempt=attempt,
+                                         delay=round(delay, 3), error=str(exc))
+                    await self.executor.sleep(delay)
+            redactor.add(e.value.reveal() for e in snap.entries)
+            self.hooks.source_read(name, True, snap)
+            if cache is not None:
+                cache[scope] = snap
+            return snap
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, syncs: Sequence[str] | None = None, *, force: bool = False,
+                  dry_run: bool = False) -> list[SyncResult]:
+        specs = [self.config.sync(n) for n in syncs] if syncs else list(self.config.syncs)
+        cache: dict[str, Snapshot] = {}
+        return list(await asyncio.gather(
+            *(self.run_sync(s, force=force, dry_run=dry_run, cache=cache) for s in specs)))
+
+    async def run_sync(self, spec: SyncSpec, *, force: bool = False, dry_run: bool = False,
+                       cache: dict[str, Snapshot] | None = None) -> SyncResult:
+        log = get_logger(sync=spec.name)
+        result = SyncResult(spec.name)
+        try:
+            snap = await self.read_source(spec.source, cache)
+        except SourceReadError as exc:
+            msg = f"source {spec.source!r} could not be read: {exc}; nothing was changed"
+            log.error("source read failed", source=spec.source, error=str(exc))
+            result.source_error = msg
+            for d in spec.destinations:
+                pr = PairResult(spec.name, d, result="source-failed", error=msg)
+                if not dry_run:
+                    now = self.now()
+                    run_id = self.state.start_run(spec.name, d, now)
+                    self.state.finish_run(run_id, now, pr.result, {}, msg)
+                result.pairs.append(pr)
+            return result
+        result.pairs = list(await asyncio.gather(
+            *(self.run_pair(spec, d, snap, force=force, dry_run=dry_run)
+              for d in spec.destinations)))
+        return result
+
+    async def run_pair(self, spec: SyncSpec, dest_name: str, snap: Snapshot, *,
+                       force: bool = False, dry_run: bool = False) -> PairResult:
+        started = time.monotonic()
+        log = get_logger(sync=spec.name, destination=dest_name)
+        pr = PairResult(spec.name, dest_name)
+        run_id = None if dry_run else self.state.start_run(spec.name, dest_name, self.now())
+        try:
+            dest = self.destination(dest_name)
+            plan = await self.make_plan(spec, dest, snap, force=force)
+            pr.plan = plan
+            for c in plan.changes:
+                if c.drift:
+                    log.warning("drift", key=c.key, reason=c.reason)
+            if plan.refused:
+                pr.result, pr.error = "refused", plan.refused
+                log.error("deletion guard", reason=plan.refused)
+            elif not dry_run:
+                pr.outcome = await self.executor.apply(plan, dest)
+                if pr.problems:
+                    pr.result = "failed"
+            elif pr.problems:
+                pr.result = "failed"
+            if not dry_run and plan.listed:
+                self.state.set_pair_meta(spec.name, dest_name, listed_at=self.now())
+            if not dry_run and not plan.refused:
+                self.state.set_pair_meta(spec.name, dest_name, source_count=len(snap))
+        except ConnectorError as exc:
+            pr.result, pr.error = "error", f"{type(exc).__name__}: {exc}"
+            log.error("pair failed", error=pr.error)
+        except Exception as exc:  # a connector bug must not take the other pairs down
+            pr.result, pr.error = "error", f"unexpected {type(exc).__name__}: {exc}"
+            log.exception("pair crashed")
+        if run_id is not None:
+            err = pr.error or ("; ".join(f"{k}: {m}" for k, _, m in pr.problems[:5]) or None)
+            self.state.finish_run(run_id, self.now(), pr.result, pr.counts, err)
+        self.hooks.pair_done(pr, time.monotonic() - started)
+        log.info("pair done", result=pr.result, **pr.counts)
+        return pr
+
+    async def make_plan(self, spec: SyncSpec, dest: Destination, snap: Snapshot, *,
+                        force: bool = False) -> Plan:
+        caps = dest.capabilities
+        dest_cfg = self.config.destinations[dest.name]
+        template = spec.key_template or getattr(dest_cfg.config, "key_template", None)
+        desired = mapping.desired_entries(
+            snap, include=spec.include, exclude=spec.exclude, template=template,
+            source=spec.source, capabilities=caps, fingerprint=self.fingerprint)
+        recorded = self.state.records(spec.name, dest.name)
+        meta = self.state.pair_meta(spec.name, dest.name)
+        now = self.now()
+        drift_due = (meta.last_listed_at is None
+                     or (now - meta.last_listed_at).total_seconds() >= spec.policy.drift_check)
+        unrecorded = [d.key for d in desired
+                      if d.key not in recorded and planner.blocked_reason(d, caps) is None]
+        current = None
+        if drift_due or not recorded or unrecorded:
+            current = await self.executor.with_retries(
+                dest, lambda: dest.list_current([d.key for d in desired]), what="list")
+        policy = planner.PlanPolicy(
+            delete=spec.policy.delete, on_conflict=spec.policy.on_conflict,
+            max_delete_fraction=spec.policy.max_delete_fraction, force=force,
+            source_complete=snap.complete, source_count=len(snap),
+            previous_source_count=meta.source_count,
+            owns_key=mapping.key_scope(template, caps, spec.source, snap.environment))
+        return planner.plan(spec.name, dest.name, desired, current, recorded, caps, policy)
+
+
+def failures(results: Sequence[SyncResult]) -> list[tuple[str, str, str, str]]:
+    """(sync, destination, key, message) for every problem, for the CLI's report."""
+    out = []
+    for r in results:
+        for p in r.pairs:
+            if p.error:
+                out.append((r.name, p.destination, "*", p.error))
+            for key, kind, msg in p.problems:
+                out.append((r.name, p.destination, key, f"{kind}: {msg}"))
+    return out
+
+

@@ -1,0 +1,228 @@
+"""The one executor: applies a plan for one (sync, destination) pair.
+
+Concurrency per destination credential, pacing under a platform's write limit, retries
+with exponential backoff and full jitter (a server-given delay wins), per-call timeouts,
+and a state-store row written after every success, so a crash loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from syncd.connector import Destination
+from syncd.errors import AuthError, ConnectorError, RetryableError
+from syncd.logging import get_logger
+from syncd.model import Action, Change, ItemOutcome, Plan, Record
+from syncd.state.base import StateStore
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    # a server asking for a longer wait than this fails the item instead of stalling the run
+    max_server_delay: float = 900.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: Callable[[], float]) -> float:
+        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * rng()
+        return max(retry_after, backoff) if retry_after is not None else backoff
+
+
+@dataclass
+class Pacer:
+    """Spaces write calls at least ``interval`` seconds apart (one per credential)."""
+
+    interval: float
+    clock: Clock
+    sleep: Sleep
+    _next: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = self.clock()
+            if self._next > now:
+                await self.sleep(self._next - now)
+                now = self._next
+            self._next = now + self.interval
+
+
+@dataclass
+class ItemFailure:
+    change: Change
+    message: str
+    kind: str
+
+
+@dataclass
+class PairOutcome:
+    applied: list[Change] = field(default_factory=list)
+    failed: list[ItemFailure] = field(default_factory=list)
+    retries: int = 0
+    write_calls: int = 0
+
+
+class Limiter:
+    """The per-credential resources shared by every pair writing through one destination."""
+
+    def __init__(self, concurrency: int, writes_per_minute: float | None, clock: Clock,
+                 sleep: Sleep) -> None:
+        self.semaphore = asyncio.Semaphore(max(1, concurrency))
+        self.pacer = Pacer(60.0 / writes_per_minute, clock, sleep) if writes_per_minute else None
+
+
+class Executor:
+    def __init__(self, state: StateStore, *, sleep: Sleep = asyncio.sleep,
+                 clock: Clock | None = None, now: Callable[[], datetime] | None = None,
+                 rng: Callable[[], float] = random.random, retry: RetryPolicy | None = None,
+                 on_retry: Callable[[str], None] | None = None) -> None:
+        self.state = state
+        self.sleep = sleep
+        self.clock = clock or (lambda: asyncio.get_running_loop().time())
+        self.now = now or (lambda: datetime.now(UTC))
+        self.rng = rng
+        self.retry = retry or RetryPolicy()
+        self.on_retry = on_retry or (lambda destination: None)
+        self._limiters: dict[str, Limiter] = {}
+
+    def limiter(self, dest: Destination) -> Limiter:
+        if dest.name not in self._limiters:
+            self._limiters[dest.name] = Limiter(
+                getattr(dest.config, "concurrency", 4), dest.capabilities.writes_per_minute,
+                self.clock, self.sleep)
+        return self._limiters[dest.name]
+
+    async def call(self, dest: Destination, fn: Callable[[], Awaitable[Any]], *,
+                   write: bool = False) -> Any:
+        """One platform call under the destination's concurrency, pacing and timeout.
+        Exceptions come out classified."""
+        lim = self.limiter(dest)
+        timeout = float(getattr(dest.config, "timeout", 30.0))
+        async with lim.semaphore:
+            if write and lim.pacer is not None:
+                await lim.pacer.wait()
+            try:
+                return await asyncio.wait_for(fn(), timeout=timeout)
+            except TimeoutError:
+                raise RetryableError(f"no answer within {timeout:g}s") from None
+            except ConnectorError:
+                raise
+            except Exception as exc:
+                raise dest.classify(exc) from exc
+
+    async def with_retries(self, dest: Destination, fn: Callable[[], Awaitable[Any]], *,
+                           what: str) -> Any:
+        """A read (listing, check) retried as the policy says."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.call(dest, fn)
+            except RetryableError as exc:
+                if attempt >= self.retry.attempts or (
+                        exc.retry_after is not None and exc.retry_after > self.retry.max_server_delay):
+                    raise
+                self.on_retry(dest.name)
+                delay = self.retry.delay(attempt, exc.retry_after, self.rng)
+                get_logger().warning("retry", destination=dest.name, operation=what,
+                                     attempt=attempt, delay=round(delay, 3), error=str(exc))
+                await self.sleep(delay)
+
+    async def apply(self, plan: Plan, dest: Destination) -> PairOutcome:
+        out = PairOutcome()
+        log = get_logger(sync=plan.sync, destination=plan.destination)
+        for change in plan.bookkeeping:
+            self._record(plan, change, None)
+            log.info("change", key=change.key, action=str(change.action), outcome="recorded",
+                     attempt=0, reason=change.reason)
+        caps = dest.capabilities
+        batches: list[tuple[str, list[Change]]] = []
+        ups, dels = plan.upserts, plan.deletes
+        for i in range(0, len(ups), max(1, caps.batch_size)):
+            batches.append(("upsert", ups[i:i + max(1, caps.batch_size)]))
+        for i in range(0, len(dels), max(1, caps.delete_batch_size)):
+            batches.append(("delete", dels[i:i + max(1, caps.delete_batch_size)]))
+        auth_failed: list[str] = []
+
+        async def run_batch(op: str, batch: list[Change]) -> None:
+            pending = batch
+            attempt = 0
+            while pending:
+                attempt += 1
+                if auth_failed:
+                    for c in pending:
+                        out.failed.append(ItemFailure(c, auth_failed[0], "auth"))
+                    return
+                fn = dest.upsert if op == "upsert" else dest.delete
+                items = pending
+                try:
+                    out.write_calls += 1
+                    outcomes: Sequence[ItemOutcome] = await self.call(
+                        dest, lambda: fn(items), write=True)
+                except AuthError as exc:
+                    auth_failed.append(f"authentication or permission error: {exc}")
+                    continue
+                except ConnectorError as exc:
+                    outcomes = [ItemOutcome(c.key, error=exc) for c in pending]
+                by_key = {o.key: o for o in outcomes}
+                retry: list[Change] = []
+                wait: float | None = None
+                for c in pending:
+                    o = by_key.get(c.key) or ItemOutcome(
+                        c.key, error=ConnectorError("the platform gave no result for this key"))
+                    if o.error is None:
+                        self._record(plan, c, o.version)
+                        out.applied.append(c)
+                        log.info("change", key=c.key, action=str(c.action), outcome="applied",
+                                 attempt=attempt, reason=c.reason)
+                        continue
+                    err = o.error if isinstance(o.error, ConnectorError) else dest.classify(o.error)
+                    if isinstance(err, AuthError):
+                        auth_failed.append(f"authentication or permission error: {err}")
+                        out.failed.append(ItemFailure(c, auth_failed[-1], "auth"))
+                        continue
+                    too_long = (isinstance(err, RetryableError) and err.retry_after is not None
+                                and err.retry_after > self.retry.max_server_delay)
+                    if isinstance(err, RetryableError) and attempt < self.retry.attempts and not too_long:
+                        retry.append(c)
+                        if err.retry_after is not None:
+                            wait = max(wait or 0.0, err.retry_after)
+                        continue
+                    msg = str(err)
+                    if isinstance(err, RetryableError):
+                        msg = (f"{msg} (the platform asked to wait {err.retry_after:g}s)" if too_long
+                               else f"{msg} (gave up after {attempt} attempts)")
+                    out.failed.append(ItemFailure(c, msg, type(err).__name__))
+                    log.warning("change", key=c.key, action=str(c.action), outcome="failed",
+                                attempt=attempt, error=msg)
+                pending = retry
+                if pending:
+                    out.retries += 1
+                    self.on_retry(dest.name)
+                    delay = self.retry.delay(attempt, wait, self.rng)
+                    log.info("retry", keys=len(pending), attempt=attempt, delay=round(delay, 3))
+                    await self.sleep(delay)
+
+        # one pair's batches run concurrently up to the destination's concurrency
+        await asyncio.gather(*(run_batch(op, b) for op, b in batches))
+        return out
+
+    def _record(self, plan: Plan, change: Change, version: str | None) -> None:
+        if change.action is Action.DELETE or (change.forget and change.desired is None):
+            self.state.forget(plan.sync, plan.destination, change.key)
+            return
+        if change.desired is None:
+            return
+        if version is None and change.remote is not None and not change.write:
+            version = change.remote.version
+        self.state.record(plan.sync, plan.destination, Record(
+            change.key, change.desired.fingerprint, version, change.created, self.now()))

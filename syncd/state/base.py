@@ -1,0 +1,51 @@
+"""The state store protocol: what syncd remembers between runs. Never a value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from syncd.model import Record
+
+
+@dataclass(frozen=True)
+class PairMeta:
+    last_listed_at: datetime | None = None
+    source_count: int | None = None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    sync: str
+    destination: str
+    started_at: datetime
+    ended_at: datetime | None
+    result: str
+    counts: dict[str, Any]
+    error: str | None
+
+
+class StateStore(Protocol):
+    def records(self, sync: str, destination: str) -> dict[str, Record]: ...
+
+    def record(self, sync: str, destination: str, record: Record) -> None: ...
+
+    def forget(self, sync: str, destination: str, key: str) -> None: ...
+
+    def pair_meta(self, sync: str, destination: str) -> PairMeta: ...
+
+    def set_pair_meta(self, sync: str, destination: str, *, listed_at: datetime | None = None,
+                      source_count: int | None = None) -> None: ...
+
+    def start_run(self, sync: str, destination: str, started_at: datetime) -> int: ...
+
+    def finish_run(self, run_id: int, ended_at: datetime, result: str, counts: dict[str, Any],
+                   error: str | None) -> None: ...
+
+    def last_runs(self) -> list[RunRow]: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
