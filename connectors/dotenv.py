@@ -37,8 +37,9 @@ class DotenvConfig(DestinationConfig):
 def quote(value: str) -> str:
     if "'" not in value and "\n" not in value and "\r" not in value:
         return f"'{value}'"
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-               .replace("\r", "\\r"))
+    escaped = (
+        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    )
     return f'"{escaped}"'
 
 
@@ -50,7 +51,7 @@ def _logical_lines(text: str) -> list[str]:
     for line in text.splitlines(keepends=True):
         if not buf:
             m = _LINE_KEY.match(line)
-            rest = line[m.end():].lstrip() if m else ""
+            rest = line[m.end() :].lstrip() if m else ""
             if m and rest[:1] in ("'", '"'):
                 q = rest[0]
                 body = rest[1:]
@@ -118,8 +119,9 @@ class DotenvDestination(BaseDestination):
         self.count("read")
         text = self._read_text()
         values = dotenv_values(stream=io.StringIO(text), interpolate=False)
-        return {k: RemoteEntry(k, SecretValue(v if v is not None else ""))
-                for k, v in values.items()}
+        return {
+            k: RemoteEntry(k, SecretValue(v if v is not None else "")) for k, v in values.items()
+        }
 
     def _rewrite(self, set_values: Mapping[str, str], remove: set[str]) -> None:
         lines = _logical_lines(self._read_text())

@@ -22,20 +22,37 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("-c", "--config", default=default,
-                        help="config file (default: $SYNCD_CONFIG or ./syncd.yaml)")
-    parser.add_argument("--log-format", choices=["json", "console"], default=default,
-                        help="log format (default: console on a terminal, else json)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        default=default, help="log level (default: info)")
-    parser.add_argument("--state-dir", default=default,
-                        help="state folder (default: $SYNCD_STATE_DIR or ~/.local/state/syncd)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=default,
+        help="config file (default: $SYNCD_CONFIG or ./syncd.yaml)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        default=default,
+        help="log format (default: console on a terminal, else json)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=default,
+        help="log level (default: info)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=default,
+        help="state folder (default: $SYNCD_STATE_DIR or ~/.local/state/syncd)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="syncd", description="Keep secrets in sync, one way, from a source of truth "
-        "into the platforms that consume them.")
+        prog="syncd",
+        description="Keep secrets in sync, one way, from a source of truth "
+        "into the platforms that consume them.",
+    )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     _global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -48,13 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", "the daemon: schedule every sync, serve webhooks, health and metrics")
     p = add("once", "one pass of every (or one) sync, then exit")
     p.add_argument("--sync", action="append", metavar="NAME", help="only this sync (repeatable)")
-    p.add_argument("--force", action="store_true",
-                   help="apply deletions the max_delete_fraction / empty-source guards refuse")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="apply deletions the max_delete_fraction / empty-source guards refuse",
+    )
     p = add("plan", "what `once` would do, per key and destination, without values")
     p.add_argument("--sync", action="append", metavar="NAME", help="only this sync (repeatable)")
     p = add("validate", "check the config")
-    p.add_argument("--online", action="store_true",
-                   help="also check every credential, source and target")
+    p.add_argument(
+        "--online", action="store_true", help="also check every credential, source and target"
+    )
     add("status", "the last run of every (sync, destination) from the state store")
     add("connectors", "installed connectors and their capabilities")
     return parser
@@ -81,7 +102,9 @@ def print_config_errors(exc: ConfigErrors, path: Path, out: TextIO) -> None:
 
 def open_state(cfg: Config, settings: Settings) -> tuple[StateStore, Fingerprinter]:
     state_dir = settings.resolved_state_dir()
-    return open_store(cfg.state_url, state_dir, cfg.base_dir), Fingerprinter.from_file(settings.resolved_key_file())
+    return open_store(cfg.state_url, state_dir, cfg.base_dir), Fingerprinter.from_file(
+        settings.resolved_key_file()
+    )
 
 
 class Progress(Hooks):
@@ -92,8 +115,10 @@ class Progress(Hooks):
 
     def pair_done(self, result: PairResult, seconds: float) -> None:
         self.done += 1
-        self.stream.write(f"\r\033[Ksyncd: {self.done}/{self.total} destinations done "
-                          f"({result.sync} → {result.destination}: {result.result})")
+        self.stream.write(
+            f"\r\033[Ksyncd: {self.done}/{self.total} destinations done "
+            f"({result.sync} → {result.destination}: {result.result})"
+        )
         if self.done == self.total:
             self.stream.write("\r\033[K")
         self.stream.flush()
@@ -104,10 +129,25 @@ def summarize(results: Sequence[SyncResult], out: TextIO) -> None:
         for p in r.pairs:
             c = p.counts
             parts = [f"{c.get(k, 0)} {k}" for k in ("created", "updated", "deleted", "adopted")]
-            extra = [f"{c[k]} {k}" for k in ("unchanged", "skipped", "blocked", "conflict",
-                                             "failed", "drift", "retries") if c.get(k)]
-            print(f"{r.name} → {p.destination}: {p.result}: " + ", ".join(parts + extra)
-                  + f" ({c.get('writes', 0)} write calls)", file=out)
+            extra = [
+                f"{c[k]} {k}"
+                for k in (
+                    "unchanged",
+                    "skipped",
+                    "blocked",
+                    "conflict",
+                    "failed",
+                    "drift",
+                    "retries",
+                )
+                if c.get(k)
+            ]
+            print(
+                f"{r.name} → {p.destination}: {p.result}: "
+                + ", ".join(parts + extra)
+                + f" ({c.get('writes', 0)} write calls)",
+                file=out,
+            )
     for sync, dest, key, msg in failures(results):
         print(f"  {sync} → {dest}: {key}: {redactor.scrub(msg)}", file=out)
 
@@ -137,8 +177,9 @@ def print_plan(results: Sequence[SyncResult], out: TextIO) -> None:
             print(f"  {writes} write{'s' if writes != 1 else ''} planned", file=out)
 
 
-async def _engine_run(cfg: Config, settings: Settings, args: argparse.Namespace,
-                      dry_run: bool) -> list[SyncResult]:
+async def _engine_run(
+    cfg: Config, settings: Settings, args: argparse.Namespace, dry_run: bool
+) -> list[SyncResult]:
     state, fp = open_state(cfg, settings)
     names = args.sync or None
     hooks: Hooks | None = None
@@ -189,8 +230,10 @@ def cmd_status(cfg: Config, settings: Settings, out: TextIO) -> int:
     if not rows:
         print("no runs recorded yet", file=out)
         return EXIT_OK
-    print(f"{'SYNC':<20} {'DESTINATION':<20} {'RESULT':<13} {'WHEN (UTC)':<20} COUNTS / LAST ERROR",
-          file=out)
+    print(
+        f"{'SYNC':<20} {'DESTINATION':<20} {'RESULT':<13} {'WHEN (UTC)':<20} COUNTS / LAST ERROR",
+        file=out,
+    )
     for r in rows:
         when = (r.ended_at or r.started_at).strftime("%Y-%m-%d %H:%M:%S")
         counts = ", ".join(f"{v} {k}" for k, v in sorted(r.counts.items()) if v) or "-"
@@ -201,8 +244,10 @@ def cmd_status(cfg: Config, settings: Settings, out: TextIO) -> int:
 
 
 def cmd_connectors(out: TextIO) -> int:
-    for group, label in ((registry.SOURCE_GROUP, "source"),
-                         (registry.DESTINATION_GROUP, "destination")):
+    for group, label in (
+        (registry.SOURCE_GROUP, "source"),
+        (registry.DESTINATION_GROUP, "destination"),
+    ):
         for info in registry.installed(group):
             try:
                 cls = registry.load(group, info.kind)
@@ -211,8 +256,11 @@ def cmd_connectors(out: TextIO) -> int:
                 continue
             caps = getattr(cls, "capabilities", None)
             if caps is None:
-                print(f"{label:<12} {info.kind:<22} webhooks: "
-                      f"{'yes' if hasattr(cls, 'verify_webhook') else 'no'}", file=out)
+                print(
+                    f"{label:<12} {info.kind:<22} webhooks: "
+                    f"{'yes' if hasattr(cls, 'verify_webhook') else 'no'}",
+                    file=out,
+                )
                 continue
             desc = [
                 "reads values" if caps.reads_values else "write-only (fingerprints)",
@@ -250,8 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.online:
                 return asyncio.run(_validate_online(cfg, settings, out))
             n = len(cfg.syncs)
-            print(f"{config_path}: ok ({len(cfg.sources)} sources, {len(cfg.destinations)} "
-                  f"destinations, {n} sync{'s' if n != 1 else ''})", file=out)
+            print(
+                f"{config_path}: ok ({len(cfg.sources)} sources, {len(cfg.destinations)} "
+                f"destinations, {n} sync{'s' if n != 1 else ''})",
+                file=out,
+            )
             return EXIT_OK
         if args.command == "status":
             return cmd_status(cfg, settings, out)
@@ -266,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from syncd.daemon import run_daemon
 
-            return run_daemon(cfg, settings)
+            return int(run_daemon(cfg, settings))
     except ConfigError as exc:
         print_config_errors(ConfigErrors([exc]), config_path, sys.stderr)
         return EXIT_CONFIG

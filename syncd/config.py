@@ -57,7 +57,7 @@ class Defaults(_Model):
     drift_check: Duration = 3600.0
     delete: DeletePolicy = "managed"
     on_conflict: ConflictPolicy = "overwrite"
-    max_delete_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    max_delete_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class SyncSection(_Model):
@@ -77,7 +77,9 @@ class SyncSection(_Model):
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
-            raise ValueError("expected letters, digits, '.', '_' or '-', starting with a letter or digit")
+            raise ValueError(
+                "expected letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
         return v
 
     @field_validator("key_template")
@@ -102,9 +104,9 @@ class SyncSection(_Model):
 
 class Envelope(_Model):
     version: Literal[1]
-    state: StateSection = Field(default_factory=StateSection)
-    server: ServerSection = Field(default_factory=ServerSection)
-    defaults: Defaults = Field(default_factory=Defaults)
+    state: StateSection = StateSection()
+    server: ServerSection = ServerSection()
+    defaults: Defaults = Defaults()
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     syncs: list[SyncSection] = Field(default_factory=list)
@@ -174,8 +176,9 @@ def yaml_path(parts: typing.Iterable[str | int]) -> str:
     return out
 
 
-def expand_env(node: Any, env: typing.Mapping[str, str], where: list[str | int],
-               errors: list[ConfigError]) -> Any:
+def expand_env(
+    node: Any, env: typing.Mapping[str, str], where: list[str | int], errors: list[ConfigError]
+) -> Any:
     """Expand ``${VAR}`` and ``${VAR:-default}`` in every string; ``$${`` is a literal."""
     if isinstance(node, dict):
         return {k: expand_env(v, env, [*where, str(k)], errors) for k, v in node.items()}
@@ -191,11 +194,13 @@ def expand_env(node: Any, env: typing.Mapping[str, str], where: list[str | int],
                 return env[name]
             if default is not None:
                 return default
-            errors.append(ConfigError(
-                yaml_path(where),
-                f"environment variable {name} is not set and has no default "
-                f"(write ${{{name}:-default}} to give one)",
-            ))
+            errors.append(
+                ConfigError(
+                    yaml_path(where),
+                    f"environment variable {name} is not set and has no default "
+                    f"(write ${{{name}:-default}} to give one)",
+                )
+            )
             return ""
 
         return _VAR.sub(sub, node)
@@ -222,8 +227,13 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def apply_file_twins(data: dict[str, Any], model: type[BaseModel], where: list[str | int],
-                     base_dir: Path, errors: list[ConfigError]) -> dict[str, Any]:
+def apply_file_twins(
+    data: dict[str, Any],
+    model: type[BaseModel],
+    where: list[str | int],
+    base_dir: Path,
+    errors: list[ConfigError],
+) -> dict[str, Any]:
     """Replace ``token_file: PATH`` by ``token: <file contents>`` for credential fields."""
     out = dict(data)
     fields = model.model_fields
@@ -256,8 +266,9 @@ def apply_file_twins(data: dict[str, Any], model: type[BaseModel], where: list[s
     return out
 
 
-def _pydantic_errors(exc: ValidationError, prefix: list[str | int],
-                     model: type[BaseModel] | None = None) -> list[ConfigError]:
+def _pydantic_errors(
+    exc: ValidationError, prefix: list[str | int], model: type[BaseModel] | None = None
+) -> list[ConfigError]:
     out = []
     for err in exc.errors(include_url=False):
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
@@ -269,7 +280,7 @@ def _pydantic_errors(exc: ValidationError, prefix: list[str | int],
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         out.append(ConfigError(path, msg))
     return out
 
@@ -282,7 +293,8 @@ def _allowed_keys(model: type[BaseModel], loc: list[Any]) -> list[str]:
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
         info = current.model_fields.get(part) or next(
-            (f for f in current.model_fields.values() if f.alias == part), None)
+            (f for f in current.model_fields.values() if f.alias == part), None
+        )
         if info is None:
             return []
         ann = info.annotation
@@ -312,14 +324,18 @@ def iter_secrets(obj: Any) -> Iterator[str]:
 # ---------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | os.PathLike[str], env: typing.Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str], env: typing.Mapping[str, str] | None = None
+) -> Config:
     """Read, expand and validate a config file. Raises ConfigErrors listing every problem."""
     env = os.environ if env is None else env
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigErrors([ConfigError("", f"cannot read config file {file}: {exc.strerror}")]) from None
+        raise ConfigErrors(
+            [ConfigError("", f"cannot read config file {file}: {exc.strerror}")]
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -350,7 +366,9 @@ def build_config(raw: dict[str, Any], file: Path, env: typing.Mapping[str, str])
         for name, body in getattr(envelope, section).items():
             where: list[str | int] = [section, name]
             if not _NAME.match(name):
-                errors.append(ConfigError(yaml_path(where), "names use letters, digits, '.', '_' or '-'"))
+                errors.append(
+                    ConfigError(yaml_path(where), "names use letters, digits, '.', '_' or '-'")
+                )
             kind = body.get("type") if isinstance(body, dict) else None
             if not isinstance(kind, str):
                 errors.append(ConfigError(yaml_path([*where, "type"]), "required key is missing"))
@@ -379,18 +397,29 @@ def build_config(raw: dict[str, Any], file: Path, env: typing.Mapping[str, str])
     for i, s in enumerate(envelope.syncs):
         where: list[str | int] = ["syncs", i]
         if s.name in seen:
-            errors.append(ConfigError(yaml_path([*where, "name"]),
-                                      f"duplicate sync name {s.name!r} (also syncs[{seen[s.name]}])"))
+            errors.append(
+                ConfigError(
+                    yaml_path([*where, "name"]),
+                    f"duplicate sync name {s.name!r} (also syncs[{seen[s.name]}])",
+                )
+            )
         seen[s.name] = i
         if s.from_ not in envelope.sources:
             known = ", ".join(sorted(envelope.sources)) or "none defined"
-            errors.append(ConfigError(yaml_path([*where, "from"]),
-                                      f"unknown source {s.from_!r} (sources: {known})"))
+            errors.append(
+                ConfigError(
+                    yaml_path([*where, "from"]), f"unknown source {s.from_!r} (sources: {known})"
+                )
+            )
         for j, dest in enumerate(s.to):
             if dest not in envelope.destinations:
                 known = ", ".join(sorted(envelope.destinations)) or "none defined"
-                errors.append(ConfigError(yaml_path([*where, "to", j]),
-                                          f"unknown destination {dest!r} (destinations: {known})"))
+                errors.append(
+                    ConfigError(
+                        yaml_path([*where, "to", j]),
+                        f"unknown destination {dest!r} (destinations: {known})",
+                    )
+                )
         if len(set(s.to)) != len(s.to):
             errors.append(ConfigError(yaml_path([*where, "to"]), "a destination is listed twice"))
         policy = SyncPolicy(
@@ -398,25 +427,46 @@ def build_config(raw: dict[str, Any], file: Path, env: typing.Mapping[str, str])
             drift_check=s.drift_check if s.drift_check is not None else d.drift_check,
             delete=s.delete or d.delete,
             on_conflict=s.on_conflict or d.on_conflict,
-            max_delete_fraction=(s.max_delete_fraction if s.max_delete_fraction is not None
-                                 else d.max_delete_fraction),
+            max_delete_fraction=(
+                s.max_delete_fraction
+                if s.max_delete_fraction is not None
+                else d.max_delete_fraction
+            ),
         )
         if policy.interval <= 0:
             errors.append(ConfigError(yaml_path([*where, "interval"]), "must be more than 0s"))
-        syncs.append(SyncSpec(s.name, s.from_, tuple(s.to), tuple(s.include), tuple(s.exclude),
-                              s.key_template, policy))
+        syncs.append(
+            SyncSpec(
+                s.name,
+                s.from_,
+                tuple(s.to),
+                tuple(s.include),
+                tuple(s.exclude),
+                s.key_template,
+                policy,
+            )
+        )
 
     # connector-specific cross checks (e.g. a destination that refuses a template)
-    for i, s in enumerate(syncs):
-        for j, dest in enumerate(s.destinations):
+    for i, spec_ in enumerate(syncs):
+        for j, dest in enumerate(spec_.destinations):
             spec = destinations.get(dest)
             validate = getattr(spec.cls, "validate_sync", None) if spec else None
             if spec and validate:
-                msg = validate(spec.config, s)
+                msg = validate(spec.config, spec_)
                 if msg:
                     errors.append(ConfigError(yaml_path(["syncs", i, "to", j]), msg))
 
     if errors:
         raise ConfigErrors(errors)
-    return Config(file, base_dir, envelope.state.url, envelope.server, envelope.defaults,
-                  sources, destinations, syncs, {s for s in secrets if s})
+    return Config(
+        file,
+        base_dir,
+        envelope.state.url,
+        envelope.server,
+        envelope.defaults,
+        sources,
+        destinations,
+        syncs,
+        {s for s in secrets if s},
+    )

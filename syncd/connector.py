@@ -93,6 +93,7 @@ class Destination(Protocol):
     Config: ClassVar[type[DestinationConfig]]
     capabilities: ClassVar[Capabilities]
     name: str
+    config: Any
 
     def __init__(self, name: str, config: Any, context: ConnectorContext) -> None: ...
 
@@ -119,6 +120,7 @@ class Source(Protocol):
     kind: ClassVar[str]
     Config: ClassVar[type[SourceConfig]]
     name: str
+    config: Any
 
     def __init__(self, name: str, config: Any, context: ConnectorContext) -> None: ...
 

@@ -16,7 +16,7 @@ from syncd import mapping, planner
 from syncd.config import Config, SyncSpec
 from syncd.connector import ConnectorContext, Destination, Source
 from syncd.errors import ConnectorError, SourceReadError
-from syncd.executor import Executor, ItemFailure, PairOutcome
+from syncd.executor import Executor, PairOutcome
 from syncd.logging import get_logger, redactor
 from syncd.model import Action, Plan, Snapshot
 from syncd.state.base import StateStore
@@ -65,8 +65,14 @@ class PairResult:
             for ch in self.plan.changes:
                 if ch.write and self.outcome is not None:
                     if id(ch) in applied:
-                        c[{"create": "created", "update": "updated", "delete": "deleted",
-                           "adopt": "adopted"}[ch.action.value]] += 1
+                        c[
+                            {
+                                "create": "created",
+                                "update": "updated",
+                                "delete": "deleted",
+                                "adopt": "adopted",
+                            }[ch.action.value]
+                        ] += 1
                     elif id(ch) in failed:
                         c["failed"] += 1
                 elif ch.action is Action.ADOPT:
@@ -101,10 +107,17 @@ class SyncResult:
 
 
 class Engine:
-    def __init__(self, config: Config, state: StateStore, fingerprint: Callable[[str, str], str],
-                 *, executor: Executor | None = None, hooks: Hooks | None = None,
-                 now: Callable[[], datetime] | None = None,
-                 context_extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        state: StateStore,
+        fingerprint: Callable[[str, str], str],
+        *,
+        executor: Executor | None = None,
+        hooks: Hooks | None = None,
+        now: Callable[[], datetime] | None = None,
+        context_extra: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.state = state
         self.fingerprint = fingerprint
@@ -112,9 +125,11 @@ class Engine:
         self.now = now or (lambda: datetime.now(UTC))
         self.executor = executor or Executor(state, now=self.now)
         self.executor.on_retry = self.hooks.retry
-        self.context = ConnectorContext(base_dir=str(config.base_dir),
-                                        on_api_call=self.hooks.api_call,
-                                        extra=dict(context_extra or {}))
+        self.context = ConnectorContext(
+            base_dir=str(config.base_dir),
+            on_api_call=self.hooks.api_call,
+            extra=dict(context_extra or {}),
+        )
         self._destinations: dict[str, Destination] = {}
         self._sources: dict[str, Source] = {}
         self._source_locks: dict[str, asyncio.Lock] = {}
@@ -135,7 +150,11 @@ class Engine:
         return self._sources[name]
 
     async def aclose(self) -> None:
-        for c in [*self._destinations.values(), *self._sources.values()]:
+        connectors: list[Destination | Source] = [
+            *self._destinations.values(),
+            *self._sources.values(),
+        ]
+        for c in connectors:
             try:
                 await c.aclose()
             except Exception:  # closing is best effort
@@ -143,8 +162,9 @@ class Engine:
 
     # ------------------------------------------------------------------ reading
 
-    async def read_source(self, name: str, cache: dict[str, Snapshot] | None = None,
-                          attempts: int = 3) -> Snapshot:
+    async def read_source(
+        self, name: str, cache: dict[str, Snapshot] | None = None, attempts: int = 3
+    ) -> Snapshot:
         """One read per source scope per pass: syncs sharing a scope share the snapshot."""
         src = self.source(name)
         scope = src.scope_key()
@@ -165,8 +185,13 @@ class Engine:
                     if attempt >= attempts:
                         raise
                     delay = self.executor.retry.delay(attempt, None, self.executor.rng)
-                    get_logger().warning("source read failed", source=name, attempt=attempt,
-                                         delay=round(delay, 3), error=str(exc))
+                    get_logger().warning(
+                        "source read failed",
+                        source=name,
+                        attempt=attempt,
+                        delay=round(delay, 3),
+                        error=str(exc),
+                    )
                     await self.executor.sleep(delay)
             redactor.add(e.value.reveal() for e in snap.entries)
             self.hooks.source_read(name, True, snap)
@@ -176,15 +201,25 @@ class Engine:
 
     # ------------------------------------------------------------------ running
 
-    async def run(self, syncs: Sequence[str] | None = None, *, force: bool = False,
-                  dry_run: bool = False) -> list[SyncResult]:
+    async def run(
+        self, syncs: Sequence[str] | None = None, *, force: bool = False, dry_run: bool = False
+    ) -> list[SyncResult]:
         specs = [self.config.sync(n) for n in syncs] if syncs else list(self.config.syncs)
         cache: dict[str, Snapshot] = {}
-        return list(await asyncio.gather(
-            *(self.run_sync(s, force=force, dry_run=dry_run, cache=cache) for s in specs)))
+        return list(
+            await asyncio.gather(
+                *(self.run_sync(s, force=force, dry_run=dry_run, cache=cache) for s in specs)
+            )
+        )
 
-    async def run_sync(self, spec: SyncSpec, *, force: bool = False, dry_run: bool = False,
-                       cache: dict[str, Snapshot] | None = None) -> SyncResult:
+    async def run_sync(
+        self,
+        spec: SyncSpec,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        cache: dict[str, Snapshot] | None = None,
+    ) -> SyncResult:
         log = get_logger(sync=spec.name)
         result = SyncResult(spec.name)
         try:
@@ -201,13 +236,25 @@ class Engine:
                     self.state.finish_run(run_id, now, pr.result, {}, msg)
                 result.pairs.append(pr)
             return result
-        result.pairs = list(await asyncio.gather(
-            *(self.run_pair(spec, d, snap, force=force, dry_run=dry_run)
-              for d in spec.destinations)))
+        result.pairs = list(
+            await asyncio.gather(
+                *(
+                    self.run_pair(spec, d, snap, force=force, dry_run=dry_run)
+                    for d in spec.destinations
+                )
+            )
+        )
         return result
 
-    async def run_pair(self, spec: SyncSpec, dest_name: str, snap: Snapshot, *,
-                       force: bool = False, dry_run: bool = False) -> PairResult:
+    async def run_pair(
+        self,
+        spec: SyncSpec,
+        dest_name: str,
+        snap: Snapshot,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+    ) -> PairResult:
         started = time.monotonic()
         log = get_logger(sync=spec.name, destination=dest_name)
         pr = PairResult(spec.name, dest_name)
@@ -245,31 +292,48 @@ class Engine:
         log.info("pair done", result=pr.result, **pr.counts)
         return pr
 
-    async def make_plan(self, spec: SyncSpec, dest: Destination, snap: Snapshot, *,
-                        force: bool = False) -> Plan:
+    async def make_plan(
+        self, spec: SyncSpec, dest: Destination, snap: Snapshot, *, force: bool = False
+    ) -> Plan:
         caps = dest.capabilities
         dest_cfg = self.config.destinations[dest.name]
         template = spec.key_template or getattr(dest_cfg.config, "key_template", None)
         desired = mapping.desired_entries(
-            snap, include=spec.include, exclude=spec.exclude, template=template,
-            source=spec.source, capabilities=caps, fingerprint=self.fingerprint)
+            snap,
+            include=spec.include,
+            exclude=spec.exclude,
+            template=template,
+            source=spec.source,
+            capabilities=caps,
+            fingerprint=self.fingerprint,
+        )
         recorded = self.state.records(spec.name, dest.name)
         meta = self.state.pair_meta(spec.name, dest.name)
         now = self.now()
-        drift_due = (meta.last_listed_at is None
-                     or (now - meta.last_listed_at).total_seconds() >= spec.policy.drift_check)
-        unrecorded = [d.key for d in desired
-                      if d.key not in recorded and planner.blocked_reason(d, caps) is None]
+        drift_due = (
+            meta.last_listed_at is None
+            or (now - meta.last_listed_at).total_seconds() >= spec.policy.drift_check
+        )
+        unrecorded = [
+            d.key
+            for d in desired
+            if d.key not in recorded and planner.blocked_reason(d, caps) is None
+        ]
         current = None
         if drift_due or not recorded or unrecorded:
             current = await self.executor.with_retries(
-                dest, lambda: dest.list_current([d.key for d in desired]), what="list")
+                dest, lambda: dest.list_current([d.key for d in desired]), what="list"
+            )
         policy = planner.PlanPolicy(
-            delete=spec.policy.delete, on_conflict=spec.policy.on_conflict,
-            max_delete_fraction=spec.policy.max_delete_fraction, force=force,
-            source_complete=snap.complete, source_count=len(snap),
+            delete=spec.policy.delete,
+            on_conflict=spec.policy.on_conflict,
+            max_delete_fraction=spec.policy.max_delete_fraction,
+            force=force,
+            source_complete=snap.complete,
+            source_count=len(snap),
             previous_source_count=meta.source_count,
-            owns_key=mapping.key_scope(template, caps, spec.source, snap.environment))
+            owns_key=mapping.key_scope(template, caps, spec.source, snap.environment),
+        )
         return planner.plan(spec.name, dest.name, desired, current, recorded, caps, policy)
 
 
@@ -283,5 +347,3 @@ def failures(results: Sequence[SyncResult]) -> list[tuple[str, str, str, str]]:
             for key, kind, msg in p.problems:
                 out.append((r.name, p.destination, key, f"{kind}: {msg}"))
     return out
-
-

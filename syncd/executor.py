@@ -8,6 +8,7 @@ and a state-store row written after every success, so a crash loses nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None, rng: Callable[[], float]) -> float:
         backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * rng()
-        return max(retry_after, backoff) if retry_after is not None else backoff
+        return float(max(retry_after, backoff)) if retry_after is not None else float(backoff)
 
 
 @dataclass
@@ -74,17 +75,25 @@ class PairOutcome:
 class Limiter:
     """The per-credential resources shared by every pair writing through one destination."""
 
-    def __init__(self, concurrency: int, writes_per_minute: float | None, clock: Clock,
-                 sleep: Sleep) -> None:
+    def __init__(
+        self, concurrency: int, writes_per_minute: float | None, clock: Clock, sleep: Sleep
+    ) -> None:
         self.semaphore = asyncio.Semaphore(max(1, concurrency))
         self.pacer = Pacer(60.0 / writes_per_minute, clock, sleep) if writes_per_minute else None
 
 
 class Executor:
-    def __init__(self, state: StateStore, *, sleep: Sleep = asyncio.sleep,
-                 clock: Clock | None = None, now: Callable[[], datetime] | None = None,
-                 rng: Callable[[], float] = random.random, retry: RetryPolicy | None = None,
-                 on_retry: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock | None = None,
+        now: Callable[[], datetime] | None = None,
+        rng: Callable[[], float] = random.random,
+        retry: RetryPolicy | None = None,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
         self.state = state
         self.sleep = sleep
         self.clock = clock or (lambda: asyncio.get_running_loop().time())
@@ -97,12 +106,16 @@ class Executor:
     def limiter(self, dest: Destination) -> Limiter:
         if dest.name not in self._limiters:
             self._limiters[dest.name] = Limiter(
-                getattr(dest.config, "concurrency", 4), dest.capabilities.writes_per_minute,
-                self.clock, self.sleep)
+                getattr(dest.config, "concurrency", 4),
+                dest.capabilities.writes_per_minute,
+                self.clock,
+                self.sleep,
+            )
         return self._limiters[dest.name]
 
-    async def call(self, dest: Destination, fn: Callable[[], Awaitable[Any]], *,
-                   write: bool = False) -> Any:
+    async def call(
+        self, dest: Destination, fn: Callable[[], Awaitable[Any]], *, write: bool = False
+    ) -> Any:
         """One platform call under the destination's concurrency, pacing and timeout.
         Exceptions come out classified."""
         lim = self.limiter(dest)
@@ -119,8 +132,9 @@ class Executor:
             except Exception as exc:
                 raise dest.classify(exc) from exc
 
-    async def with_retries(self, dest: Destination, fn: Callable[[], Awaitable[Any]], *,
-                           what: str) -> Any:
+    async def with_retries(
+        self, dest: Destination, fn: Callable[[], Awaitable[Any]], *, what: str
+    ) -> Any:
         """A read (listing, check) retried as the policy says."""
         attempt = 0
         while True:
@@ -129,12 +143,19 @@ class Executor:
                 return await self.call(dest, fn)
             except RetryableError as exc:
                 if attempt >= self.retry.attempts or (
-                        exc.retry_after is not None and exc.retry_after > self.retry.max_server_delay):
+                    exc.retry_after is not None and exc.retry_after > self.retry.max_server_delay
+                ):
                     raise
                 self.on_retry(dest.name)
                 delay = self.retry.delay(attempt, exc.retry_after, self.rng)
-                get_logger().warning("retry", destination=dest.name, operation=what,
-                                     attempt=attempt, delay=round(delay, 3), error=str(exc))
+                get_logger().warning(
+                    "retry",
+                    destination=dest.name,
+                    operation=what,
+                    attempt=attempt,
+                    delay=round(delay, 3),
+                    error=str(exc),
+                )
                 await self.sleep(delay)
 
     async def apply(self, plan: Plan, dest: Destination) -> PairOutcome:
@@ -142,15 +163,21 @@ class Executor:
         log = get_logger(sync=plan.sync, destination=plan.destination)
         for change in plan.bookkeeping:
             self._record(plan, change, None)
-            log.info("change", key=change.key, action=str(change.action), outcome="recorded",
-                     attempt=0, reason=change.reason)
+            log.info(
+                "change",
+                key=change.key,
+                action=str(change.action),
+                outcome="recorded",
+                attempt=0,
+                reason=change.reason,
+            )
         caps = dest.capabilities
         batches: list[tuple[str, list[Change]]] = []
         ups, dels = plan.upserts, plan.deletes
         for i in range(0, len(ups), max(1, caps.batch_size)):
-            batches.append(("upsert", ups[i:i + max(1, caps.batch_size)]))
+            batches.append(("upsert", ups[i : i + max(1, caps.batch_size)]))
         for i in range(0, len(dels), max(1, caps.delete_batch_size)):
-            batches.append(("delete", dels[i:i + max(1, caps.delete_batch_size)]))
+            batches.append(("delete", dels[i : i + max(1, caps.delete_batch_size)]))
         auth_failed: list[str] = []
 
         async def run_batch(op: str, batch: list[Change]) -> None:
@@ -167,7 +194,8 @@ class Executor:
                 try:
                     out.write_calls += 1
                     outcomes: Sequence[ItemOutcome] = await self.call(
-                        dest, lambda: fn(items), write=True)
+                        dest, functools.partial(fn, items), write=True
+                    )
                 except AuthError as exc:
                     auth_failed.append(f"authentication or permission error: {exc}")
                     continue
@@ -178,32 +206,55 @@ class Executor:
                 wait: float | None = None
                 for c in pending:
                     o = by_key.get(c.key) or ItemOutcome(
-                        c.key, error=ConnectorError("the platform gave no result for this key"))
+                        c.key, error=ConnectorError("the platform gave no result for this key")
+                    )
                     if o.error is None:
                         self._record(plan, c, o.version)
                         out.applied.append(c)
-                        log.info("change", key=c.key, action=str(c.action), outcome="applied",
-                                 attempt=attempt, reason=c.reason)
+                        log.info(
+                            "change",
+                            key=c.key,
+                            action=str(c.action),
+                            outcome="applied",
+                            attempt=attempt,
+                            reason=c.reason,
+                        )
                         continue
                     err = o.error if isinstance(o.error, ConnectorError) else dest.classify(o.error)
                     if isinstance(err, AuthError):
                         auth_failed.append(f"authentication or permission error: {err}")
                         out.failed.append(ItemFailure(c, auth_failed[-1], "auth"))
                         continue
-                    too_long = (isinstance(err, RetryableError) and err.retry_after is not None
-                                and err.retry_after > self.retry.max_server_delay)
-                    if isinstance(err, RetryableError) and attempt < self.retry.attempts and not too_long:
+                    too_long = (
+                        isinstance(err, RetryableError)
+                        and err.retry_after is not None
+                        and err.retry_after > self.retry.max_server_delay
+                    )
+                    if (
+                        isinstance(err, RetryableError)
+                        and attempt < self.retry.attempts
+                        and not too_long
+                    ):
                         retry.append(c)
                         if err.retry_after is not None:
                             wait = max(wait or 0.0, err.retry_after)
                         continue
                     msg = str(err)
                     if isinstance(err, RetryableError):
-                        msg = (f"{msg} (the platform asked to wait {err.retry_after:g}s)" if too_long
-                               else f"{msg} (gave up after {attempt} attempts)")
+                        msg = (
+                            f"{msg} (the platform asked to wait {err.retry_after:g}s)"
+                            if too_long
+                            else f"{msg} (gave up after {attempt} attempts)"
+                        )
                     out.failed.append(ItemFailure(c, msg, type(err).__name__))
-                    log.warning("change", key=c.key, action=str(c.action), outcome="failed",
-                                attempt=attempt, error=msg)
+                    log.warning(
+                        "change",
+                        key=c.key,
+                        action=str(c.action),
+                        outcome="failed",
+                        attempt=attempt,
+                        error=msg,
+                    )
                 pending = retry
                 if pending:
                     out.retries += 1
@@ -224,5 +275,8 @@ class Executor:
             return
         if version is None and change.remote is not None and not change.write:
             version = change.remote.version
-        self.state.record(plan.sync, plan.destination, Record(
-            change.key, change.desired.fingerprint, version, change.created, self.now()))
+        self.state.record(
+            plan.sync,
+            plan.destination,
+            Record(change.key, change.desired.fingerprint, version, change.created, self.now()),
+        )

@@ -59,7 +59,9 @@ class Redactor:
             return self.scrub(f"{type(obj).__name__}: {obj}")
         return obj
 
-    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def __call__(
+        self, logger: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         if not self._sorted:
             return event
         for k in list(event):
@@ -71,7 +73,9 @@ class Redactor:
 redactor = Redactor()
 
 
-def _format_exc_then_scrub(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _format_exc_then_scrub(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     if "exception" in event and isinstance(event["exception"], str):
         event["exception"] = redactor.scrub(event["exception"])
     return event
@@ -81,8 +85,11 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
-    renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
-                     else structlog.processors.JSONRenderer(sort_keys=False))
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if fmt == "console"
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

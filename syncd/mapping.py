@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-import string
 import re
+import string
 from collections.abc import Callable, Sequence
 
 from syncd.connector import Capabilities
@@ -45,12 +45,15 @@ def desired_entries(
         key = render_key(tpl, entry, source, snapshot.environment)
         if capabilities.case_insensitive_keys:
             key = key.upper()
-        out.append(DesiredEntry(key, entry.value, entry.ref, fingerprint(key, entry.value.reveal())))
+        out.append(
+            DesiredEntry(key, entry.value, entry.ref, fingerprint(key, entry.value.reveal()))
+        )
     return out
 
 
-def key_scope(template: str | None, capabilities: Capabilities, source: str,
-              environment: str) -> Callable[[str], bool]:
+def key_scope(
+    template: str | None, capabilities: Capabilities, source: str, environment: str
+) -> Callable[[str], bool]:
     """A predicate: could this sync's template have produced this destination key?"""
     tpl = template or capabilities.default_key_template
     pattern = ""

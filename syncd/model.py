@@ -115,7 +115,7 @@ class Record:
     applied_at: datetime
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
@@ -140,6 +140,7 @@ class Change:
     action: Action
     reason: str
     desired: DesiredEntry | None = None
+    sync: str = ""
     remote: RemoteEntry | None = None
     drift: bool = False
     # False where the destination already holds the desired value: record, do not write

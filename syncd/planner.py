@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from syncd.connector import Capabilities
 from syncd.model import Action, Change, DesiredEntry, Plan, Record, RemoteEntry
+
+
+def _same(key: str) -> str:
+    return key
+
+
+def _everything(key: str) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -24,7 +32,7 @@ class PlanPolicy:
     source_complete: bool = True
     source_count: int = 0
     previous_source_count: int | None = None
-    owns_key: Callable[[str], bool] = field(default=lambda key: True)
+    owns_key: Callable[[str], bool] = field(default=_everything)
 
 
 def blocked_reason(entry: DesiredEntry, caps: Capabilities) -> str | None:
@@ -57,7 +65,7 @@ def plan(
     for d in desired:
         by_key[d.key].append(d)
 
-    fold = (lambda k: k.upper()) if caps.case_insensitive_keys else (lambda k: k)
+    fold: Callable[[str], str] = str.upper if caps.case_insensitive_keys else _same
     remote_by_fold = {fold(k): r for k, r in (current or {}).items()}
     recorded_by_fold = {fold(k): r for k, r in recorded.items()}
 
@@ -66,8 +74,14 @@ def plan(
         if len(entries) > 1:
             refs = " and ".join(repr(e.source_ref) for e in entries)
             for e in entries:
-                changes.append(Change(key, Action.BLOCKED, f"source keys {refs} both become "
-                                      f"{key!r} at this destination", desired=e))
+                changes.append(
+                    Change(
+                        key,
+                        Action.BLOCKED,
+                        f"source keys {refs} both become {key!r} at this destination",
+                        desired=e,
+                    )
+                )
             continue
         entry = entries[0]
         reason = blocked_reason(entry, caps)
@@ -89,9 +103,12 @@ def plan(
             creates = sorted((c for c in changes if c.action is Action.CREATE), key=lambda c: c.key)
             for c in creates[-over:]:
                 i = changes.index(c)
-                changes[i] = Change(c.key, Action.BLOCKED,
-                                    f"the destination would hold {total} keys, over its limit "
-                                    f"of {caps.max_keys}", desired=c.desired)
+                changes[i] = Change(
+                    c.key,
+                    Action.BLOCKED,
+                    f"the destination would hold {total} keys, over its limit of {caps.max_keys}",
+                    desired=c.desired,
+                )
 
     desired_folds = {fold(k) for k in by_key}
     deletes: list[Change] = []
@@ -100,29 +117,73 @@ def plan(
             continue
         remote = remote_by_fold.get(fold(key)) if current is not None else None
         if current is not None and remote is None:
-            changes.append(Change(key, Action.NOOP, "no longer in the source and already gone "
-                                  "from the destination", forget=True))
+            changes.append(
+                Change(
+                    key,
+                    Action.NOOP,
+                    "no longer in the source and already gone from the destination",
+                    forget=True,
+                )
+            )
         elif not rec.created:
-            changes.append(Change(key, Action.SKIP, "no longer in the source; adopted, not "
-                                  "created by syncd, so left in place", remote=remote, forget=True))
+            changes.append(
+                Change(
+                    key,
+                    Action.SKIP,
+                    "no longer in the source; adopted, not created by syncd, so left in place",
+                    remote=remote,
+                    forget=True,
+                )
+            )
         elif policy.delete == "never":
-            changes.append(Change(key, Action.SKIP, "no longer in the source; left in place "
-                                  "(delete: never)", remote=remote))
+            changes.append(
+                Change(
+                    key,
+                    Action.SKIP,
+                    "no longer in the source; left in place (delete: never)",
+                    remote=remote,
+                )
+            )
         elif not policy.owns_key(key):
-            changes.append(Change(key, Action.SKIP, "no longer in the source; outside the keys "
-                                  "this sync's template produces, so left in place", remote=remote))
+            changes.append(
+                Change(
+                    key,
+                    Action.SKIP,
+                    "no longer in the source; outside the keys "
+                    "this sync's template produces, so left in place",
+                    remote=remote,
+                )
+            )
         elif not policy.source_complete:
-            changes.append(Change(key, Action.BLOCKED, "no longer in the source, but the source "
-                                  "answered only in part: nothing is deleted", remote=remote))
+            changes.append(
+                Change(
+                    key,
+                    Action.BLOCKED,
+                    "no longer in the source, but the source "
+                    "answered only in part: nothing is deleted",
+                    remote=remote,
+                )
+            )
         elif policy.source_count == 0 and policy.previous_source_count and not policy.force:
-            changes.append(Change(key, Action.BLOCKED,
-                                  "the source returned no keys where it held "
-                                  f"{policy.previous_source_count} before: nothing is deleted "
-                                  "(rerun with --force if the source really is empty)",
-                                  remote=remote))
+            changes.append(
+                Change(
+                    key,
+                    Action.BLOCKED,
+                    "the source returned no keys where it held "
+                    f"{policy.previous_source_count} before: nothing is deleted "
+                    "(rerun with --force if the source really is empty)",
+                    remote=remote,
+                )
+            )
         else:
-            c = Change(key, Action.DELETE, "no longer in the source; created by syncd",
-                       remote=remote, write=True, forget=True)
+            c = Change(
+                key,
+                Action.DELETE,
+                "no longer in the source; created by syncd",
+                remote=remote,
+                write=True,
+                forget=True,
+            )
             deletes.append(c)
             changes.append(c)
 
@@ -137,6 +198,7 @@ def plan(
                 "rerun with --force if this is intended"
             )
 
+    changes = [replace(c, sync=sync) for c in changes]
     changes.sort(key=lambda c: (c.key, c.desired.source_ref if c.desired else ""))
     return Plan(sync, destination, tuple(changes), listed=current is not None, refused=refused)
 
@@ -156,14 +218,27 @@ def _decide(
             return Change(key, Action.CREATE, "new key", desired=d, write=True, created=True)
         if rec.fingerprint == d.fingerprint:
             return Change(key, Action.NOOP, "unchanged since syncd wrote it", desired=d)
-        return Change(key, Action.UPDATE, "value changed in the source", desired=d,
-                      write=True, created=rec.created)
+        return Change(
+            key,
+            Action.UPDATE,
+            "value changed in the source",
+            desired=d,
+            write=True,
+            created=rec.created,
+        )
 
     remote = remote_by_fold.get(fold(key))
     if remote is None:
         if rec is not None:
-            return Change(key, Action.CREATE, "missing at the destination (deleted out of "
-                          "band): re-created", desired=d, write=True, created=True, drift=True)
+            return Change(
+                key,
+                Action.CREATE,
+                "missing at the destination (deleted out of band): re-created",
+                desired=d,
+                write=True,
+                created=True,
+                drift=True,
+            )
         return Change(key, Action.CREATE, "new key", desired=d, write=True, created=True)
 
     owned = rec is not None or remote.managed_by == sync
@@ -171,40 +246,114 @@ def _decide(
         created = rec.created if rec is not None else True
         if remote.value is not None:
             if remote.value == d.value:
-                stale = rec is None or rec.fingerprint != d.fingerprint or (
-                    remote.version is not None and rec.version != remote.version)
-                reason = ("unchanged" if rec is not None else
-                          "already holds the value, marked managed by this sync: state recorded")
-                return Change(key, Action.NOOP, reason, desired=d, remote=remote,
-                              created=created, record=stale)
+                stale = (
+                    rec is None
+                    or rec.fingerprint != d.fingerprint
+                    or (remote.version is not None and rec.version != remote.version)
+                )
+                reason = (
+                    "unchanged"
+                    if rec is not None
+                    else "already holds the value, marked managed by this sync: state recorded"
+                )
+                return Change(
+                    key,
+                    Action.NOOP,
+                    reason,
+                    desired=d,
+                    remote=remote,
+                    created=created,
+                    record=stale,
+                )
             drift = rec is not None and rec.fingerprint == d.fingerprint
-            reason = ("changed out of band: restored to the source's value" if drift
-                      else "value changed in the source")
-            return Change(key, Action.UPDATE, reason, desired=d, remote=remote, write=True,
-                          created=created, drift=drift)
+            reason = (
+                "changed out of band: restored to the source's value"
+                if drift
+                else "value changed in the source"
+            )
+            return Change(
+                key,
+                Action.UPDATE,
+                reason,
+                desired=d,
+                remote=remote,
+                write=True,
+                created=created,
+                drift=drift,
+            )
         if rec is None:
-            return Change(key, Action.UPDATE, "marked managed by this sync but not recorded: "
-                          "value re-sent", desired=d, remote=remote, write=True, created=True)
+            return Change(
+                key,
+                Action.UPDATE,
+                "marked managed by this sync but not recorded: value re-sent",
+                desired=d,
+                remote=remote,
+                write=True,
+                created=True,
+            )
         if rec.version is not None and remote.version is not None and rec.version != remote.version:
-            return Change(key, Action.UPDATE, "changed out of band (updated since syncd wrote "
-                          "it): re-sent", desired=d, remote=remote, write=True, created=created,
-                          drift=True)
+            return Change(
+                key,
+                Action.UPDATE,
+                "changed out of band (updated since syncd wrote it): re-sent",
+                desired=d,
+                remote=remote,
+                write=True,
+                created=created,
+                drift=True,
+            )
         if rec.fingerprint != d.fingerprint:
-            return Change(key, Action.UPDATE, "value changed in the source", desired=d,
-                          remote=remote, write=True, created=created)
-        return Change(key, Action.NOOP, "unchanged", desired=d, remote=remote, created=created,
-                      record=rec.version is None and remote.version is not None)
+            return Change(
+                key,
+                Action.UPDATE,
+                "value changed in the source",
+                desired=d,
+                remote=remote,
+                write=True,
+                created=created,
+            )
+        return Change(
+            key,
+            Action.NOOP,
+            "unchanged",
+            desired=d,
+            remote=remote,
+            created=created,
+            record=rec.version is None and remote.version is not None,
+        )
 
     owner = f" (marked managed by sync {remote.managed_by!r})" if remote.managed_by else ""
     if policy.on_conflict == "overwrite":
         if remote.value is not None and remote.value == d.value:
-            return Change(key, Action.ADOPT, f"existed with the same value{owner}: adopted "
-                          "without a write (on_conflict: overwrite)", desired=d, remote=remote,
-                          record=True)
-        return Change(key, Action.ADOPT, f"existed, not created by syncd{owner}: overwritten "
-                      "(on_conflict: overwrite)", desired=d, remote=remote, write=True)
+            return Change(
+                key,
+                Action.ADOPT,
+                f"existed with the same value{owner}: adopted "
+                "without a write (on_conflict: overwrite)",
+                desired=d,
+                remote=remote,
+                record=True,
+            )
+        return Change(
+            key,
+            Action.ADOPT,
+            f"existed, not created by syncd{owner}: overwritten (on_conflict: overwrite)",
+            desired=d,
+            remote=remote,
+            write=True,
+        )
     if policy.on_conflict == "skip":
-        return Change(key, Action.SKIP, f"exists and was not created by syncd{owner} "
-                      "(on_conflict: skip)", desired=d, remote=remote)
-    return Change(key, Action.CONFLICT, f"exists and was not created by syncd{owner} "
-                  "(on_conflict: fail)", desired=d, remote=remote)
+        return Change(
+            key,
+            Action.SKIP,
+            f"exists and was not created by syncd{owner} (on_conflict: skip)",
+            desired=d,
+            remote=remote,
+        )
+    return Change(
+        key,
+        Action.CONFLICT,
+        f"exists and was not created by syncd{owner} (on_conflict: fail)",
+        desired=d,
+        remote=remote,
+    )

@@ -33,8 +33,13 @@ def sign_infisical(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp};{digest.hexdigest()}"
 
 
-def verify_infisical(secret: str, headers: Mapping[str, str], body: bytes, tolerance: float,
-                     clock: Callable[[], float] = time.time) -> bool:
+def verify_infisical(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    tolerance: float,
+    clock: Callable[[], float] = time.time,
+) -> bool:
     """``x-infisical-signature: t=<unix ms or s>;<hex HMAC-SHA256 of "<t>.<body>">``."""
     got = _header(headers, "x-infisical-signature")
     if not got or not secret:

@@ -47,8 +47,10 @@ def _scalar(value: Any, where: str) -> str:
     if isinstance(value, str | int | float):
         return str(value)
     if value is None:
-        raise SourceReadError(f"{where}: the value is empty (null); write \"\" for an empty string")
-    raise SourceReadError(f"{where}: expected a string, number or boolean, got a {type(value).__name__}")
+        raise SourceReadError(f'{where}: the value is empty (null); write "" for an empty string')
+    raise SourceReadError(
+        f"{where}: expected a string, number or boolean, got a {type(value).__name__}"
+    )
 
 
 def flatten(data: Any, folder: str = "") -> list[SourceEntry]:

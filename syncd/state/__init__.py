@@ -54,11 +54,13 @@ def open_store(url: str | None, state_dir: Path, base_dir: Path | None = None) -
     if url.startswith("sqlite:"):
         from syncd.state.sqlite import SqliteStore
 
-        rest = url[len("sqlite:"):]
+        rest = url[len("sqlite:") :]
         if rest.startswith("//"):
             rest = rest[2:]
         if not rest:
-            raise ConfigError("state.url", "expected sqlite:///ABSOLUTE/PATH or sqlite:RELATIVE/PATH")
+            raise ConfigError(
+                "state.url", "expected sqlite:///ABSOLUTE/PATH or sqlite:RELATIVE/PATH"
+            )
         path = Path(rest)
         if not path.is_absolute():
             path = (base_dir or state_dir) / path
@@ -67,8 +69,10 @@ def open_store(url: str | None, state_dir: Path, base_dir: Path | None = None) -
         try:
             from syncd.state.postgres import PostgresStore
         except ImportError as exc:
-            raise ConfigError("state.url", "a postgresql:// state store needs "
-                              "pip install 'syncd[postgres]'") from exc
-        return PostgresStore(url)
+            raise ConfigError(
+                "state.url", "a postgresql:// state store needs pip install 'syncd[postgres]'"
+            ) from exc
+        store: StateStore = PostgresStore(url)
+        return store
     scheme = url.split(":")[0]
     raise ConfigError("state.url", f"expected sqlite:///PATH or postgresql://…, got {scheme}:…")

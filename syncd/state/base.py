@@ -36,13 +36,25 @@ class StateStore(Protocol):
 
     def pair_meta(self, sync: str, destination: str) -> PairMeta: ...
 
-    def set_pair_meta(self, sync: str, destination: str, *, listed_at: datetime | None = None,
-                      source_count: int | None = None) -> None: ...
+    def set_pair_meta(
+        self,
+        sync: str,
+        destination: str,
+        *,
+        listed_at: datetime | None = None,
+        source_count: int | None = None,
+    ) -> None: ...
 
     def start_run(self, sync: str, destination: str, started_at: datetime) -> int: ...
 
-    def finish_run(self, run_id: int, ended_at: datetime, result: str, counts: dict[str, Any],
-                   error: str | None) -> None: ...
+    def finish_run(
+        self,
+        run_id: int,
+        ended_at: datetime,
+        result: str,
+        counts: dict[str, Any],
+        error: str | None,
+    ) -> None: ...
 
     def last_runs(self) -> list[RunRow]: ...
 

@@ -74,54 +74,98 @@ class SqliteStore:
     def records(self, sync: str, destination: str) -> dict[str, Record]:
         rows = self._exec(
             "SELECT key, fingerprint, version, created, applied_at FROM records "
-            "WHERE sync=? AND destination=?", (sync, destination)).fetchall()
-        return {r[0]: Record(r[0], r[1], r[2], bool(r[3]), _dt(r[4]) or datetime.now(UTC))
-                for r in rows}
+            "WHERE sync=? AND destination=?",
+            (sync, destination),
+        ).fetchall()
+        return {
+            r[0]: Record(r[0], r[1], r[2], bool(r[3]), _dt(r[4]) or datetime.now(UTC)) for r in rows
+        }
 
     def record(self, sync: str, destination: str, record: Record) -> None:
         self._exec(
-            "INSERT INTO records (sync, destination, key, fingerprint, version, created, applied_at)"
-            " VALUES (?,?,?,?,?,?,?) ON CONFLICT (sync, destination, key) DO UPDATE SET "
+            "INSERT INTO records "
+            "(sync, destination, key, fingerprint, version, created, applied_at) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (sync, destination, key) DO UPDATE SET "
             "fingerprint=excluded.fingerprint, version=excluded.version, "
             "created=excluded.created, applied_at=excluded.applied_at",
-            (sync, destination, record.key, record.fingerprint, record.version,
-             int(record.created), _ts(record.applied_at)))
+            (
+                sync,
+                destination,
+                record.key,
+                record.fingerprint,
+                record.version,
+                int(record.created),
+                _ts(record.applied_at),
+            ),
+        )
 
     def forget(self, sync: str, destination: str, key: str) -> None:
-        self._exec("DELETE FROM records WHERE sync=? AND destination=? AND key=?",
-                   (sync, destination, key))
+        self._exec(
+            "DELETE FROM records WHERE sync=? AND destination=? AND key=?", (sync, destination, key)
+        )
 
     def pair_meta(self, sync: str, destination: str) -> PairMeta:
-        row = self._exec("SELECT last_listed_at, source_count FROM pairs WHERE sync=? AND "
-                         "destination=?", (sync, destination)).fetchone()
+        row = self._exec(
+            "SELECT last_listed_at, source_count FROM pairs WHERE sync=? AND destination=?",
+            (sync, destination),
+        ).fetchone()
         return PairMeta(_dt(row[0]), row[1]) if row else PairMeta()
 
-    def set_pair_meta(self, sync: str, destination: str, *, listed_at: datetime | None = None,
-                      source_count: int | None = None) -> None:
+    def set_pair_meta(
+        self,
+        sync: str,
+        destination: str,
+        *,
+        listed_at: datetime | None = None,
+        source_count: int | None = None,
+    ) -> None:
         self._exec(
             "INSERT INTO pairs (sync, destination, last_listed_at, source_count) VALUES (?,?,?,?) "
             "ON CONFLICT (sync, destination) DO UPDATE SET "
             "last_listed_at=COALESCE(excluded.last_listed_at, pairs.last_listed_at), "
             "source_count=COALESCE(excluded.source_count, pairs.source_count)",
-            (sync, destination, _ts(listed_at), source_count))
+            (sync, destination, _ts(listed_at), source_count),
+        )
 
     def start_run(self, sync: str, destination: str, started_at: datetime) -> int:
-        cur = self._exec("INSERT INTO runs (sync, destination, started_at, result) "
-                         "VALUES (?,?,?,'running')", (sync, destination, _ts(started_at)))
+        cur = self._exec(
+            "INSERT INTO runs (sync, destination, started_at, result) VALUES (?,?,?,'running')",
+            (sync, destination, _ts(started_at)),
+        )
         return int(cur.lastrowid or 0)
 
-    def finish_run(self, run_id: int, ended_at: datetime, result: str, counts: dict[str, Any],
-                   error: str | None) -> None:
-        self._exec("UPDATE runs SET ended_at=?, result=?, counts=?, error=? WHERE id=?",
-                   (_ts(ended_at), result, json.dumps(counts, sort_keys=True), error, run_id))
+    def finish_run(
+        self,
+        run_id: int,
+        ended_at: datetime,
+        result: str,
+        counts: dict[str, Any],
+        error: str | None,
+    ) -> None:
+        self._exec(
+            "UPDATE runs SET ended_at=?, result=?, counts=?, error=? WHERE id=?",
+            (_ts(ended_at), result, json.dumps(counts, sort_keys=True), error, run_id),
+        )
 
     def last_runs(self) -> list[RunRow]:
         rows = self._exec(
             "SELECT id, sync, destination, started_at, ended_at, result, counts, error FROM runs "
             "WHERE id IN (SELECT MAX(id) FROM runs GROUP BY sync, destination) "
-            "ORDER BY sync, destination").fetchall()
-        return [RunRow(r[0], r[1], r[2], _dt(r[3]) or datetime.now(UTC), _dt(r[4]), r[5],
-                       json.loads(r[6] or "{}"), r[7]) for r in rows]
+            "ORDER BY sync, destination"
+        ).fetchall()
+        return [
+            RunRow(
+                r[0],
+                r[1],
+                r[2],
+                _dt(r[3]) or datetime.now(UTC),
+                _dt(r[4]),
+                r[5],
+                json.loads(r[6] or "{}"),
+                r[7],
+            )
+            for r in rows
+        ]
 
     def ping(self) -> None:
         self._exec("SELECT 1").fetchone()

@@ -1,0 +1,126 @@
+"""Shared plumbing for the connectors that speak REST through httpx (Vercel, Netlify,
+Infisical): the injected client, status-code classification, server-given delays."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from syncd.connector import ConnectorContext
+from syncd.errors import (
+    AuthError,
+    ConflictError,
+    ConnectorError,
+    KeyRejected,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
+
+TRANSPORT_KEY = "httpx_transport"
+"""``ConnectorContext.extra[TRANSPORT_KEY]``: an httpx transport tests inject (respx,
+MockTransport, a benchmark fake); unset in production."""
+
+
+def make_client(
+    context: ConnectorContext, base_url: str, *, headers: Mapping[str, str], timeout: float
+) -> httpx.AsyncClient:
+    transport = context.extra.get(TRANSPORT_KEY)
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers=dict(headers),
+        timeout=timeout,
+        transport=transport,
+        follow_redirects=False,
+    )
+
+
+def _header(headers: Mapping[str, str], *names: str) -> str | None:
+    lower = {k.lower(): v for k, v in headers.items()}
+    for n in names:
+        if n.lower() in lower:
+            return lower[n.lower()]
+    return None
+
+
+def server_delay(
+    headers: Mapping[str, str], clock: Callable[[], float] = time.time
+) -> float | None:
+    """Seconds the server asked us to wait: ``Retry-After`` (seconds or an HTTP date), else a
+    rate-limit reset header (epoch seconds, or seconds from now when small)."""
+    ra = _header(headers, "retry-after")
+    if ra:
+        ra = ra.strip()
+        try:
+            return max(0.0, float(ra))
+        except ValueError:
+            try:
+                dt = email.utils.parsedate_to_datetime(ra)
+                return max(0.0, dt.timestamp() - clock())
+            except (TypeError, ValueError):
+                pass
+    reset = _header(headers, "x-ratelimit-reset", "ratelimit-reset")
+    if reset:
+        try:
+            value = float(reset.strip())
+        except ValueError:
+            return None
+        if value > 1e12:  # milliseconds since the epoch
+            value /= 1000.0
+        return max(0.0, value - clock()) if value > 1e9 else max(0.0, value)
+    return None
+
+
+def error_detail(resp: httpx.Response) -> str:
+    """The platform's error code and message, never the request body."""
+    try:
+        data: Any = resp.json()
+    except ValueError:
+        return ""
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            code = err.get("code") or ""
+            msg = err.get("message") or ""
+            return f"{code}: {msg}".strip(": ") if (code or msg) else ""
+        if isinstance(err, str):
+            msg = data.get("message") or data.get("error_description") or ""
+            return f"{err}: {msg}".strip(": ") if msg and msg != err else err
+        msg = data.get("message")
+        if isinstance(msg, str):
+            return msg
+    return ""
+
+
+def classify_response(
+    resp: httpx.Response, what: str, clock: Callable[[], float] = time.time
+) -> ConnectorError:
+    """A non-2xx answer as the core's taxonomy."""
+    detail = error_detail(resp)
+    text = f"{what}: HTTP {resp.status_code}" + (f" ({detail})" if detail else "")
+    status = resp.status_code
+    if status == 429:
+        return RateLimited(text, retry_after=server_delay(resp.headers, clock))
+    if status in (401, 403):
+        return AuthError(text)
+    if status == 409:
+        return ConflictError(text)
+    if status in (400, 422):
+        return KeyRejected(text)
+    if status in (408, 425) or status >= 500:
+        return RetryableError(text, retry_after=server_delay(resp.headers, clock))
+    return PermanentError(text)
+
+
+def classify_exception(exc: BaseException, what: str = "request") -> ConnectorError:
+    if isinstance(exc, ConnectorError):
+        return exc
+    if isinstance(exc, httpx.TimeoutException):
+        return RetryableError(f"{what}: timed out")
+    if isinstance(exc, httpx.TransportError):
+        return RetryableError(f"{what}: {type(exc).__name__}")
+    return PermanentError(f"{what}: {type(exc).__name__}")
