@@ -115,7 +115,9 @@ class DotenvDestination(BaseDestination):
         except OSError as exc:
             raise ConnectorError(f"cannot read {self.config.path}: {exc.strerror}") from None
 
-    async def list_current(self, keys: Sequence[str] | None = None) -> Mapping[str, RemoteEntry]:
+    async def list_current(
+        self, keys: Sequence[str] | None = None, known: Mapping[str, str | None] | None = None
+    ) -> Mapping[str, RemoteEntry]:
         self.count("read")
         text = self._read_text()
         values = dotenv_values(stream=io.StringIO(text), interpolate=False)

@@ -100,8 +100,16 @@ class Destination(Protocol):
     async def check(self) -> None:
         """Credentials and target exist; no writes. Raise a ConnectorError otherwise."""
 
-    async def list_current(self, keys: Sequence[str] | None = None) -> Mapping[str, RemoteEntry]:
-        """Every key in this destination's scope (``keys``: a hint of the ones wanted)."""
+    async def list_current(
+        self, keys: Sequence[str] | None = None, known: Mapping[str, str | None] | None = None
+    ) -> Mapping[str, RemoteEntry]:
+        """Every key in this destination's scope.
+
+        ``keys`` hints at the keys the sync wants; ``known`` maps each key syncd recorded to
+        the version it recorded. A connector that can list versions cheaply may leave
+        ``value`` None for entries whose version equals the known one (the planner then
+        trusts the state store's fingerprint) and read values only where a version moved or
+        nothing is known."""
 
     async def upsert(self, changes: Sequence[Change]) -> Sequence[ItemOutcome]:
         """Create, update or adopt; one outcome per change."""
@@ -154,7 +162,9 @@ class BaseDestination:
     async def check(self) -> None:
         await self.list_current()
 
-    async def list_current(self, keys: Sequence[str] | None = None) -> Mapping[str, RemoteEntry]:
+    async def list_current(
+        self, keys: Sequence[str] | None = None, known: Mapping[str, str | None] | None = None
+    ) -> Mapping[str, RemoteEntry]:
         raise NotImplementedError
 
     async def upsert(self, changes: Sequence[Change]) -> Sequence[ItemOutcome]:

@@ -321,8 +321,10 @@ class Engine:
         ]
         current = None
         if drift_due or not recorded or unrecorded:
+            wanted = [d.key for d in desired]
+            known = {k: r.version for k, r in recorded.items()}
             current = await self.executor.with_retries(
-                dest, lambda: dest.list_current([d.key for d in desired]), what="list"
+                dest, lambda: dest.list_current(wanted, known), what="list"
             )
         policy = planner.PlanPolicy(
             delete=spec.policy.delete,
