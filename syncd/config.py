@@ -247,6 +247,7 @@ def apply_file_twins(
             path = [*where, key]
             if base in data:
                 errors.append(ConfigError(yaml_path(path), f"give {base} or {key}, not both"))
+                del out[key]
                 continue
             if not isinstance(value, str):
                 errors.append(ConfigError(yaml_path(path), "expected a file path"))

@@ -289,7 +289,7 @@ class Engine:
             err = pr.error or ("; ".join(f"{k}: {m}" for k, _, m in pr.problems[:5]) or None)
             self.state.finish_run(run_id, self.now(), pr.result, pr.counts, err)
         self.hooks.pair_done(pr, time.monotonic() - started)
-        log.info("pair done", result=pr.result, **pr.counts)
+        (log.debug if dry_run else log.info)("pair done", result=pr.result, **pr.counts)
         return pr
 
     async def make_plan(

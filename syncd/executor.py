@@ -142,10 +142,16 @@ class Executor:
             try:
                 return await self.call(dest, fn)
             except RetryableError as exc:
-                if attempt >= self.retry.attempts or (
-                    exc.retry_after is not None and exc.retry_after > self.retry.max_server_delay
-                ):
-                    raise
+                if exc.retry_after is not None and exc.retry_after > self.retry.max_server_delay:
+                    raise type(exc)(
+                        f"{what}: {exc} (the platform asked to wait {exc.retry_after:g}s)",
+                        retry_after=exc.retry_after,
+                    ) from exc
+                if attempt >= self.retry.attempts:
+                    raise type(exc)(
+                        f"{what}: {exc} (gave up after {attempt} attempts)",
+                        retry_after=exc.retry_after,
+                    ) from exc
                 self.on_retry(dest.name)
                 delay = self.retry.delay(attempt, exc.retry_after, self.rng)
                 get_logger().warning(
@@ -263,8 +269,11 @@ class Executor:
                     log.info("retry", keys=len(pending), attempt=attempt, delay=round(delay, 3))
                     await self.sleep(delay)
 
-        # one pair's batches run concurrently up to the destination's concurrency
-        await asyncio.gather(*(run_batch(op, b) for op, b in batches))
+        # the first batch goes alone: a revoked token then costs one call, not one per batch;
+        # the rest run concurrently up to the destination's concurrency
+        if batches:
+            await run_batch(*batches[0])
+            await asyncio.gather(*(run_batch(op, b) for op, b in batches[1:]))
         return out
 
     def _record(self, plan: Plan, change: Change, version: str | None) -> None:

@@ -32,6 +32,19 @@ class ConnectorInfo:
     target: str
 
 
+_registered: dict[tuple[str, str], Any] = {}
+
+
+def register(group: str, kind: str, cls: Any) -> None:
+    """Register a connector class in-process (tests, embedding); entry points are the
+    normal way."""
+    _registered[(group, kind)] = cls
+
+
+def unregister(group: str, kind: str) -> None:
+    _registered.pop((group, kind), None)
+
+
 def _eps(group: str) -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=group)}
 
@@ -42,6 +55,8 @@ def installed(group: str) -> list[ConnectorInfo]:
 
 def load(group: str, kind: str) -> Any:
     """Import one connector class. Raises ConnectorNotFound with a message fit for a user."""
+    if (group, kind) in _registered:
+        return _registered[(group, kind)]
     eps = _eps(group)
     what = "source" if group == SOURCE_GROUP else "destination"
     if kind not in eps:
