@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -74,9 +75,7 @@ def test_quickstart_end_to_end(quickstart: Path) -> None:
     (quickstart / "secrets.yaml").write_text(yaml.safe_dump(secrets))
     rc, out, _ = run(quickstart, "plan")
     assert rc == 0
-    rows = [
-        line.split() for line in out.splitlines() if line.startswith("  ")
-    ]
+    rows = [line.split() for line in out.splitlines() if line.startswith("  ")]
     actions = {r[0]: r[1] for r in rows if len(r) > 1 and r[1] in ("noop", "update", "create")}
     assert actions == {
         "API_TOKEN": "update",
@@ -165,3 +164,51 @@ def test_status_before_any_run_and_connectors(
     assert main(["connectors"]) == 0
     out = capsys.readouterr().out
     assert "destination  dotenv" in out and "source       file" in out
+
+
+def test_validate_online_checks_sources_and_destinations(
+    quickstart: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = str(quickstart / "quickstart.yaml")
+    (quickstart / "out").mkdir()
+    assert main(["validate", "--online", "-c", cfg]) == 0
+    out = capsys.readouterr().out
+    assert "source local: ok (4 keys)" in out and "destination local-env: ok" in out
+    (quickstart / "secrets.yaml").unlink()
+    shutil.rmtree(quickstart / "out")
+    assert main(["validate", "--online", "-c", cfg]) == 2
+    out = capsys.readouterr().out
+    assert "source local: FAILED" in out and "does not exist" in out
+    assert "destination local-env: FAILED" in out
+
+
+def test_log_format_and_level_from_the_environment(quickstart: Path) -> None:
+    env = {**os.environ, "SYNCD_LOG_FORMAT": "json", "SYNCD_LOG_LEVEL": "warning"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "syncd", "once", "-c", str(quickstart / "quickstart.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 0 and proc.stderr == ""  # info events filtered out
+    env["SYNCD_LOG_LEVEL"] = "info"
+    (quickstart / "secrets.yaml").write_text("ONLY: only-value-123456\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "syncd",
+            "once",
+            "--force",
+            "-c",
+            str(quickstart / "quickstart.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert {e["event"] for e in events} >= {"change", "pair done"}
+    assert "only-value-123456" not in proc.stderr
