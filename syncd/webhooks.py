@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Callable, Mapping
 
@@ -25,12 +26,29 @@ def verify_generic(secret: str, headers: Mapping[str, str], body: bytes) -> bool
     got = _header(headers, "x-syncd-signature")
     if not got or not secret:
         return False
-    return hmac.compare_digest(got.strip().lower(), sign_generic(secret, body))
+    # bytes: compare_digest refuses non-ASCII str, which a forged header may hold
+    return hmac.compare_digest(got.strip().lower().encode(), sign_generic(secret, body).encode())
 
 
 def sign_infisical(secret: str, body: bytes, timestamp: int) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    """The header Infisical sends: ``t=<timestamp>;<hex HMAC-SHA256 of the body>``.
+
+    Infisical signs the JSON body alone (which carries the same ``timestamp``), not the
+    header's timestamp."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256)
     return f"t={timestamp};{digest.hexdigest()}"
+
+
+def _body_timestamp(body: bytes) -> int | None:
+    """The ``timestamp`` field of a JSON object body, None if there is none."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    ts = data.get("timestamp") if isinstance(data, dict) else None
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        return ts
+    return None
 
 
 def verify_infisical(
@@ -40,7 +58,11 @@ def verify_infisical(
     tolerance: float,
     clock: Callable[[], float] = time.time,
 ) -> bool:
-    """``x-infisical-signature: t=<unix ms or s>;<hex HMAC-SHA256 of "<t>.<body>">``."""
+    """``x-infisical-signature: t=<unix ms>;<hex HMAC-SHA256 of the body>``.
+
+    The header's timestamp is not covered by the HMAC; the body's ``timestamp`` field is
+    (Infisical puts the same value in both). When the body has one it must equal the
+    header's, so a replayed body cannot pass with a fresh header timestamp."""
     got = _header(headers, "x-infisical-signature")
     if not got or not secret:
         return False
@@ -48,12 +70,14 @@ def verify_infisical(
         t_part, sig = got.strip().split(";", 1)
         if not t_part.startswith("t="):
             return False
-        ts_raw = t_part[2:]
-        ts = int(ts_raw)
+        ts = int(t_part[2:])
     except ValueError:
         return False
-    seconds = ts / 1000 if ts > 10**11 else ts  # Infisical sends milliseconds
-    if abs(clock() - seconds) > tolerance:
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(sig.strip().lower().encode(), expected.encode()):
         return False
-    expected = hmac.new(secret.encode(), f"{ts_raw}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(sig.strip().lower(), expected)
+    signed_ts = _body_timestamp(body)
+    if signed_ts is not None and signed_ts != ts:
+        return False
+    seconds = ts / 1000 if ts > 10**11 else ts  # Infisical sends milliseconds
+    return abs(clock() - seconds) <= tolerance
