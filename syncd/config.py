@@ -53,25 +53,50 @@ ConflictPolicy = Literal["overwrite", "skip", "fail"]
 
 
 class Defaults(_Model):
+    """Inherited by every sync unless the sync sets its own."""
+
     interval: Duration = 300.0
+    """How often ``syncd run`` runs each sync (with jitter); a webhook triggers a run at once."""
     drift_check: Duration = 3600.0
+    """How often destinations are listed again to catch out-of-band edits; in between, an
+    unchanged source costs no destination call."""
     delete: DeletePolicy = "managed"
+    """``managed``: delete a key syncd created once it leaves the source; ``never``: leave it."""
     on_conflict: ConflictPolicy = "overwrite"
+    """A key that exists at the destination but was not created by syncd: ``overwrite``
+    adopts it (never deleted later), ``skip`` leaves it, ``fail`` reports it and exits 1."""
     max_delete_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    """A run that would delete more than this share of a destination's managed keys applies
+    nothing and reports, unless ``syncd once --force``."""
 
 
 class SyncSection(_Model):
+    """One source fanned out to destinations; each (sync, destination) pair runs on its own."""
+
     name: str
+    """Unique; letters, digits, ``.``, ``_``, ``-``. The state store and the platforms'
+    ownership marks record it: renaming a sync makes it a different owner."""
     from_: str = Field(alias="from")
+    """The name of a source under ``sources``."""
     to: list[str] = Field(min_length=1)
+    """Names of destinations under ``destinations``."""
     include: list[str] = Field(default_factory=lambda: ["*"])
+    """Glob patterns over ``path + key`` of source entries (``payments/*``)."""
     exclude: list[str] = Field(default_factory=list)
+    """Glob patterns of source entries left out, even when included."""
     key_template: str | None = None
+    """The destination key: ``{key}``, ``{path}``, ``{source}``, ``{environment}``; e.g.
+    ``APP_{key}``. Default: the destination's (``{path}{key}`` for AWS, else ``{key}``)."""
     interval: Duration | None = None
+    """Overrides ``defaults.interval``."""
     drift_check: Duration | None = None
+    """Overrides ``defaults.drift_check``."""
     delete: DeletePolicy | None = None
+    """Overrides ``defaults.delete``."""
     on_conflict: ConflictPolicy | None = None
+    """Overrides ``defaults.on_conflict``."""
     max_delete_fraction: float | None = Field(None, ge=0.0, le=1.0)
+    """Overrides ``defaults.max_delete_fraction``."""
 
     @field_validator("name")
     @classmethod
@@ -104,12 +129,19 @@ class SyncSection(_Model):
 
 class Envelope(_Model):
     version: Literal[1]
+    """The config format version."""
     state: StateSection = StateSection()
+    """Where syncd remembers what it pushed: fingerprints and versions, never values."""
     server: ServerSection = ServerSection()
+    """The HTTP surface of ``syncd run``."""
     defaults: Defaults = Defaults()
+    """Policy every sync inherits."""
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Name → a source's options; ``type`` picks the connector (see Sources)."""
     destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Name → a destination's options; ``type`` picks the connector (see Destinations)."""
     syncs: list[SyncSection] = Field(default_factory=list)
+    """What flows where."""
 
 
 @dataclass(frozen=True)
