@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from syncd.config_types import Duration
 from syncd.errors import ConnectorError, PermanentError
-from syncd.model import Change, ItemOutcome, RemoteEntry, Snapshot
+from syncd.model import Change, ItemOutcome, RemoteEntry, SecretValue, Snapshot
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class Capabilities:
     writes_per_minute: float | None = None
     # extra checks a platform wants at plan time: return a message to block the key
     extra_checks: tuple[Callable[[str, int], str | None], ...] = field(default=())
+    # checks that need the value itself (GitLab's masking rules): key and value in, a
+    # message out to block the key; the message must never quote the value
+    value_checks: tuple[Callable[[str, SecretValue], str | None], ...] = field(default=())
 
     def check_key(self, key: str) -> str | None:
         if not key:

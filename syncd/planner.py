@@ -48,6 +48,10 @@ def blocked_reason(entry: DesiredEntry, caps: Capabilities) -> str | None:
         msg = check(entry.key, size)
         if msg:
             return msg
+    for value_check in caps.value_checks:
+        msg = value_check(entry.key, entry.value)
+        if msg:
+            return msg
     return None
 
 
