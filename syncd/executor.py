@@ -104,14 +104,17 @@ class Executor:
         self._limiters: dict[str, Limiter] = {}
 
     def limiter(self, dest: Destination) -> Limiter:
-        if dest.name not in self._limiters:
-            self._limiters[dest.name] = Limiter(
+        # destinations may name the credential they write through (``credential_key``):
+        # several destinations sharing one token then share its concurrency and pacing
+        key = getattr(dest, "credential_key", None) or dest.name
+        if key not in self._limiters:
+            self._limiters[key] = Limiter(
                 getattr(dest.config, "concurrency", 4),
                 dest.capabilities.writes_per_minute,
                 self.clock,
                 self.sleep,
             )
-        return self._limiters[dest.name]
+        return self._limiters[key]
 
     async def call(
         self, dest: Destination, fn: Callable[[], Awaitable[Any]], *, write: bool = False
