@@ -184,7 +184,7 @@ class Engine:
                     self.hooks.source_read(name, False, None)
                     if attempt >= attempts:
                         raise
-                    delay = self.executor.retry.delay(attempt, None, self.executor.rng)
+                    delay = self.executor.retry.delay(attempt, exc.retry_after, self.executor.rng)
                     get_logger().warning(
                         "source read failed",
                         source=name,

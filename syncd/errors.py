@@ -45,6 +45,10 @@ class ConfigErrors(SyncdError):
 class SourceReadError(SyncdError):
     """A source failed to answer, or answered only in part. Nothing is deleted."""
 
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class ConnectorError(SyncdError):
     """A destination call failed."""

@@ -1,6 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+import structlog
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Each test starts from structlog's defaults, whatever an earlier CLI call configured."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)

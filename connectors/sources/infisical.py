@@ -228,6 +228,7 @@ class InfisicalSource(BaseSource):
         detail = error_detail(resp)
         text = f"{what}: HTTP {resp.status_code}" + (f" ({detail})" if detail else "")
         status = resp.status_code
+        delay = None
         if status == 429:
             delay = server_delay(resp.headers, self._wall)
             text += ": rate limited by Infisical" + (
@@ -237,7 +238,7 @@ class InfisicalSource(BaseSource):
             text += ": check the credentials and the identity's access to the project"
         elif status == 404:
             text += ": check project_id, environment and path"
-        return SourceReadError(text)
+        return SourceReadError(text, retry_after=delay)
 
     # ------------------------------------------------------------------ auth
 
