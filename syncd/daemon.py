@@ -201,6 +201,11 @@ class Scheduler:
     def next_due(self, name: str) -> float:
         return self._slots[name].next_due
 
+    def pending(self, name: str) -> Trigger | None:
+        """The trigger waiting to start ``name`` (None: nothing queued)."""
+        slot = self._slots.get(name)
+        return slot.pending if slot is not None else None
+
     # ------------------------------------------------------------------ loop
 
     async def run(self) -> bool:
