@@ -258,6 +258,8 @@ class VercelDestination(BaseDestination):
         self.scope = Scope.of_config(config)
         self._client: httpx.AsyncClient | None = None
         self._project_path = quote(config.project, safe="")
+        # (sync, key) → variables found by a delete's own listing, kept for its retries
+        self._located: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -398,6 +400,18 @@ class VercelDestination(BaseDestination):
             if exact:
                 env = exact[0]
                 entry, needs_read = self._exact_entry(key, env, known, wanted)
+                strays = self._strays(entry, env, envs)
+                if strays:
+                    # copies of ours for targets this destination no longer has (targets
+                    # changed while a value changed): never equal, so the planner re-sends
+                    # the value and upsert removes the copies
+                    entry = replace(
+                        entry,
+                        value=None,
+                        version=f"{entry.version}+strays",
+                        meta={**entry.meta, "strays": strays},
+                    )
+                    needs_read = False
                 out[key] = entry
                 if needs_read:
                     to_read.append((key, env))
@@ -448,6 +462,19 @@ class VercelDestination(BaseDestination):
         unchanged = version is not None and known.get(key) == version
         needs_read = not unchanged and (wanted is None or key in wanted)
         return RemoteEntry(key, None, version, managed_by, meta), needs_read
+
+    def _strays(
+        self, entry: RemoteEntry, env: Mapping[str, Any], envs: Iterable[Mapping[str, Any]]
+    ) -> list[str]:
+        if not entry.managed_by:
+            return []
+        return [
+            e["id"]
+            for e in envs
+            if e is not env
+            and isinstance(e.get("id"), str)
+            and marked_by(e.get("comment")) == (entry.managed_by, self.name)
+        ]
 
     def _related_entry(self, key: str, envs: Sequence[Mapping[str, Any]]) -> RemoteEntry:
         """Variables of this key that are not exactly ours but matter: they overlap our
@@ -546,6 +573,16 @@ class VercelDestination(BaseDestination):
             outcomes[c.key] = await self._move(c)
         if bulk:
             outcomes.update(await self._bulk_upsert(bulk))
+        for c in bulk:
+            remote = c.remote
+            if remote is None or not remote.meta.get("strays"):
+                continue
+            if outcomes[c.key].error is None and remote.managed_by == c.sync:
+                try:
+                    for env_id in remote.meta["strays"]:
+                        await self._delete_one(env_id, c.key)
+                except ConnectorError as exc:
+                    outcomes[c.key] = ItemOutcome(c.key, error=exc)
         return [outcomes[c.key] for c in changes]
 
     def _overlap_conflict(self, c: Change, theirs: Iterable[Mapping[str, Any]]) -> ConflictError:
@@ -683,20 +720,27 @@ class VercelDestination(BaseDestination):
     async def delete(self, changes: Sequence[Change]) -> Sequence[ItemOutcome]:
         outcomes: dict[str, ItemOutcome] = {}
         targets: dict[str, list[dict[str, Any]]] = {}
-        unlisted = [c for c in changes if c.remote is None]
-        listing: dict[str, list[dict[str, Any]]] = {}
+        unlisted = [c for c in changes if c.remote is None and (c.sync, c.key) not in self._located]
         if unlisted:
-            # between drift checks the plan has no ids: one listing finds them
+            # between drift checks the plan has no ids: one listing finds them, and a retry
+            # of this batch (after a throttle) reuses what it found
             try:
+                listing: dict[str, list[dict[str, Any]]] = {}
                 for env in await self._list_envs():
                     listing.setdefault(env["key"], []).append(env)
             except ConnectorError as exc:
                 for c in unlisted:
                     outcomes[c.key] = ItemOutcome(c.key, error=exc)
+            else:
+                for c in unlisted:
+                    self._located[(c.sync, c.key)] = self._entries_in(c.key, listing)
         for c in changes:
             if c.key in outcomes:
                 continue
-            entries = self._entries_for_delete(c, listing)
+            if c.remote is not None:
+                entries = self._entries_of(c.remote)
+            else:
+                entries = self._located[(c.sync, c.key)]
             if not entries:
                 outcomes[c.key] = ItemOutcome(c.key)  # already gone
                 continue
@@ -726,28 +770,34 @@ class VercelDestination(BaseDestination):
             else:
                 for key in targets:
                     outcomes[key] = ItemOutcome(key)
+        for c in changes:
+            if not isinstance(outcomes[c.key].error, RetryableError):
+                self._located.pop((c.sync, c.key), None)
         return [outcomes[c.key] for c in changes]
 
-    def _entries_for_delete(
-        self, c: Change, listing: Mapping[str, list[dict[str, Any]]]
+    @staticmethod
+    def _entries_of(remote: RemoteEntry) -> list[dict[str, Any]]:
+        """The variables a listed key stands for, as ``{"id", "managed_by", "destination"}``."""
+        meta = remote.meta
+        if meta.get("mode") == "related":
+            return [dict(e) for e in meta["entries"] if isinstance(e.get("id"), str)]
+        if isinstance(meta.get("id"), str):
+            return [
+                {
+                    "id": meta["id"],
+                    "managed_by": remote.managed_by,
+                    "destination": meta.get("destination"),
+                }
+            ]
+        return []
+
+    def _entries_in(
+        self, key: str, listing: Mapping[str, list[dict[str, Any]]]
     ) -> list[dict[str, Any]]:
         """The variables of this key in this destination's scope, overlapping it or marked
-        with its name, as ``{"id", "managed_by", "destination"}``."""
-        if c.remote is not None:
-            meta = c.remote.meta
-            if meta.get("mode") == "related":
-                return [dict(e) for e in meta["entries"] if isinstance(e.get("id"), str)]
-            if isinstance(meta.get("id"), str):
-                return [
-                    {
-                        "id": meta["id"],
-                        "managed_by": c.remote.managed_by,
-                        "destination": meta.get("destination"),
-                    }
-                ]
-            return []
+        with its name."""
         out = []
-        for env in listing.get(c.key, []):
+        for env in listing.get(key, []):
             sync, destination = marked_by(env.get("comment"))
             scope = Scope.of_env(env)
             related = scope == self.scope or scope.overlaps(self.scope) or destination == self.name

@@ -256,9 +256,7 @@ class FakeVercel:
         if env.git_branch is not None and (env.target != ["preview"] or env.custom):
             raise Problem("invalid_git_branch", "gitBranch must have target=preview")
         if env.type == "sensitive" and "development" in env.target:
-            raise Problem(
-                "sensitive_not_allowed", "Sensitive variables cannot target development"
-            )
+            raise Problem("sensitive_not_allowed", "Sensitive variables cannot target development")
         if env.comment is not None and len(env.comment) > 500:
             raise Problem("invalid_comment", "The comment is longer than 500 characters")
 
