@@ -133,6 +133,11 @@ class VercelConfig(DestinationConfig):
             raise ValueError(f"expected an http(s) URL such as https://api.vercel.com, got {v!r}")
         return v.rstrip("/")
 
+    @field_validator("team_id")
+    @classmethod
+    def _team(cls, v: str | None) -> str | None:
+        return v.strip() or None if v is not None else None
+
     @field_validator("project")
     @classmethod
     def _project(cls, v: str) -> str:

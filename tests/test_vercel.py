@@ -12,6 +12,7 @@ import yaml
 
 from connectors.vercel import VercelDestination, mark
 from syncd.cli import main
+from syncd.config import load_config
 from syncd.connector import ConnectorContext
 from syncd.errors import ConfigErrors, PermanentError
 from syncd.testing.conformance import DestinationConformance
@@ -587,3 +588,35 @@ async def test_check_finds_the_project_and_custom_environments(tmp_path: Path) -
     with pytest.raises(PermanentError, match="404"):
         await VercelDestination(DEST, wrong, context).check()
     assert not fake.writes()
+
+
+# ---------------------------------------------------------------------------- example
+
+
+async def test_the_example_runs_against_the_fake(tmp_path: Path) -> None:
+    from syncd.engine import Engine
+    from syncd.state import Fingerprinter
+    from syncd.state.sqlite import SqliteStore
+
+    root = Path(__file__).resolve().parent.parent / "examples"
+    fake = FakeVercel(team_id="team_example")
+    cfg = load_config(
+        root / "vercel.yaml", env={"VERCEL_TOKEN": fake.token, "VERCEL_TEAM_ID": "team_example"}
+    )
+    state = SqliteStore(tmp_path / "state.db")
+    engine = Engine(
+        cfg,
+        state,
+        Fingerprinter.from_file(tmp_path / "fp.key"),
+        context_extra={"httpx_transport": fake.transport},
+    )
+    try:
+        [result] = await engine.run()
+    finally:
+        await engine.aclose()
+        state.close()
+    assert result.ok, [p.problems or p.error for p in result.pairs]
+    prod = fake.values()
+    dev = fake.values(target=["development"])
+    assert set(prod) == set(dev) == {"DATABASE_URL", "API_TOKEN", "STRIPE_KEY"}
+    assert {e.type for e in fake.envs.values() if e.target == ["development"]} == {"encrypted"}
