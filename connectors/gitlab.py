@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import gitlab
 import requests
-from gitlab.exceptions import GitlabError
+from gitlab.exceptions import GitlabError, RedirectError
 from gitlab.utils import EncodedId
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -290,6 +290,11 @@ class GitLabDestination(BaseDestination):
         return cast(T, result)
 
     def _classify(self, exc: GitlabError, what: str, headers: Mapping[str, str]) -> ConnectorError:
+        if isinstance(exc, RedirectError):
+            return PermanentError(
+                f"{what}: {self.config.url} redirects a write request; "
+                "set url to the address GitLab answers on (https, no path)"
+            )
         status = exc.response_code
         detail = _error_detail(exc.error_message)
         text = f"{what}: HTTP {status}" + (f" ({detail})" if detail else "")
