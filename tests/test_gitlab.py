@@ -535,6 +535,35 @@ async def test_429_without_retry_after_waits_until_ratelimit_reset(
     assert fake.stored(project) == {"ALPHA": "alpha-value-0002"}
 
 
+async def test_server_errors_are_retried_by_syncd_not_by_python_gitlab(
+    tmp_path: Path, fake: FakeGitLab
+) -> None:
+    project = fake.project()
+    wb = bench(tmp_path, fake, project, {"ALPHA": "alpha-value-0001"})
+    fake.fail_next = [502, 503]
+    pair = await wb.pair()
+    assert pair.result == "ok", pair.problems or pair.error
+    assert [r.status for r in fake.requests] == [502, 503, 200, 201]
+    assert len(wb.clock.sleeps) == 2  # backoff through the injected clock
+    assert wb.hooks.calls[(DEST, "list", "502")] == 1
+
+
+async def test_a_full_project_fails_the_key_without_retrying(
+    tmp_path: Path, fake: FakeGitLab
+) -> None:
+    project = fake.project(max_variables=2)
+    source = {"ALPHA": "alpha-value-0001", "BETA": "beta-value-0002", "GAMMA": "gamma-val-003"}
+    wb = bench(tmp_path, fake, project, source, concurrency=1)  # keys in order
+    pair = await wb.pair()
+    assert pair.result == "failed"
+    [(key, kind, msg)] = pair.problems
+    assert (key, kind) == ("GAMMA", "failed")
+    assert "Maximum number of project ci variables (2) exceeded" in msg
+    assert source["GAMMA"] not in msg
+    assert len(fake.calls("POST")) == 3  # not retried: a quota, not a throttle
+    assert not wb.clock.sleeps
+
+
 async def test_a_refused_token_fails_the_pair_with_one_call(
     tmp_path: Path, fake: FakeGitLab
 ) -> None:

@@ -109,6 +109,7 @@ class FakeGitLab:
         self.containers: dict[tuple[str, str], Container] = {}
         self.requests: list[Request] = []
         self.throttle_next = 0
+        self.fail_next: list[int] = []  # statuses the next requests answer with (502, 503...)
         self.retry_after: str | None = "2"
         self.reset_in: float = 3.0
         self.lock = threading.RLock()
@@ -250,6 +251,8 @@ class FakeGitLab:
             if self.throttle_next > 0:
                 self.throttle_next -= 1
                 raise ApiError(429, "Retry later", self._throttle_headers())
+            if self.fail_next:
+                raise ApiError(self.fail_next.pop(0), "<html>Bad Gateway</html>")
         parts = [unquote(p) for p in path.split("/")]
         # ["", "api", "v4", kind, id, "variables", key?]
         if len(parts) < 6 or parts[1:3] != ["api", "v4"] or parts[3] not in ("projects", "groups"):
