@@ -603,8 +603,12 @@ def test_cronjob_runs_once_never_overlapping(kube: dict[str, dict[str, Any]]) ->
     assert syncd_args(["syncd", *c["args"]]).command == "once"
 
 
-def test_secret_template_holds_no_real_value(kube: dict[str, dict[str, Any]]) -> None:
+def test_secret_template_holds_no_real_value_and_is_not_applied(
+    kube: dict[str, dict[str, Any]],
+) -> None:
+    """`kubectl apply -k` must never overwrite the real tokens with the template's."""
     assert set(kube["secret.yaml"]["stringData"].values()) == {"REPLACE_ME"}
+    assert "secret.yaml" not in kube["kustomization.yaml"]["resources"]
 
 
 def test_configmap_config_validates(
@@ -624,7 +628,7 @@ def test_kustomize_builds() -> None:
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     kinds = sorted(d["kind"] for d in docs)
-    want = ["Namespace", "ServiceAccount", "ConfigMap", "Secret", "PersistentVolumeClaim"]
+    want = ["Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeClaim"]
     assert kinds == sorted([*want, "Deployment", "Service"])
     assert all(d["metadata"].get("namespace") == "syncd" for d in docs if d["kind"] != "Namespace")
 
