@@ -123,7 +123,7 @@ class VercelConfig(DestinationConfig):
     value_type: ValueType = "sensitive"
     """sensitive (write-only), encrypted or plain (both readable)."""
     writes_per_minute: float | None = 60.0
-    """Write calls per minute through this token (None: unpaced); 429 answers are waited
+    """Write calls per minute through this token (null: unpaced); a 429 answer is waited
     out as Vercel's reset header says in any case."""
 
     @field_validator("api_url")
