@@ -27,7 +27,8 @@ written into a non-secret variable that other contexts share (it would be readab
 
 Values. Secret values are write-only: the state store's fingerprints decide, and the
 version syncd compares at drift checks is a digest of our values' ids (Netlify gives a
-value a new id whenever it is set), the scopes and the secret flag, never a value.
+value a new id whenever it is set), the scopes and the secret flag (as the variable has
+them and as configured), never a value.
 Readable values are compared.
 """
 
@@ -391,6 +392,9 @@ class NetlifyDestination(BaseDestination):
         parts += [f"blocked {c}:{p or ''}" for c, p in self._blocking(var)]
         parts.append("scopes=" + ",".join(sorted(var.scopes)))
         parts.append(f"secret={var.is_secret}")
+        # the configuration's shape too: a changed config is re-applied at a drift check
+        cfg = self.config
+        parts.append(f"want={','.join(sorted(cfg.scopes))};secret={cfg.is_secret}")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
     def _entry(self, var: Variable) -> RemoteEntry | None:

@@ -439,6 +439,42 @@ async def test_scopes_changed_out_of_band_are_put_back_in_one_call(tmp_path: Pat
     assert api.slots("API_KEY") == dict.fromkeys(DEFAULT_SLOTS, "source-value-3a3a")
 
 
+async def test_a_config_change_of_scopes_is_applied_at_the_drift_check(tmp_path: Path) -> None:
+    api = NetlifyAPI()
+    wb = bench(tmp_path, api, {"API_KEY": "source-value-6b6b"})
+    await wb.pair()
+    narrower = Workbench(
+        tmp_path,
+        {"netlify": dest(api, scopes=["functions"])},
+        source={"API_KEY": "source-value-6b6b"},
+        env={"NETLIFY_TOKEN": api.token},
+        context_extra={"httpx_transport": api.transport},
+    )
+    writes = api.writes
+    await narrower.pair()
+    assert api.writes == writes  # between drift checks nothing is read or written
+    narrower.clock.advance(narrower.config().syncs[0].policy.drift_check + 1)
+    before = len(api.requests)
+    await narrower.pair()
+    assert [r.method for r in api.requests[before:]] == ["GET", "PUT"]
+    assert api.vars["site-1"]["API_KEY"].scopes == ["functions"]
+    before = len(api.requests)
+    narrower.clock.advance(narrower.config().syncs[0].policy.drift_check + 1)
+    await narrower.pair()
+    assert [r.method for r in api.requests[before:]] == ["GET"]
+
+
+async def test_a_readable_variable_of_ours_alone_is_made_secret(tmp_path: Path) -> None:
+    api = NetlifyAPI()
+    api.put("API_KEY", dict.fromkeys(DEFAULT_SLOTS, "theirs-7c7c"), is_secret=False)
+    wb = bench(tmp_path, api, {"API_KEY": "ours-8d8d"})
+    pair = await wb.pair()
+    assert pair.counts.get("adopted") == 1
+    var = api.vars["site-1"]["API_KEY"]
+    assert var.is_secret and api.requests[-1].method == "PUT"
+    assert api.slots("API_KEY") == dict.fromkeys(DEFAULT_SLOTS, "ours-8d8d")
+
+
 async def test_a_variable_deleted_out_of_band_is_recreated_on_the_next_change(
     tmp_path: Path,
 ) -> None:
