@@ -43,6 +43,9 @@ FILE_SETTLE = 0.2
 file being written is not read half-way."""
 DRAIN_TIMEOUT = 25.0
 """How long SIGTERM waits for in-flight runs (under Kubernetes' default 30 s grace)."""
+SECOND_STOP_AFTER = 1.0
+"""A second SIGTERM/SIGINT cancels in-flight runs only when it comes this long after the
+first; a signal delivered twice at once (terminal plus a forwarding wrapper) drains."""
 READY_TIMEOUT = 2.0
 """How long /readyz waits for the state store to answer."""
 
@@ -260,6 +263,8 @@ class Scheduler:
         await _first(asyncio.wait(tasks), self.sleep(self.drain_timeout))
         left = [t for t in tasks if not t.done()]
         if not left:
+            if self._aborted:
+                return False
             self.log.info("drained", syncs=names)
             return True
         self.log.error(
@@ -349,6 +354,7 @@ class Daemon:
         self._users: dict[Engine, int] = {}
         self._retired: list[Engine] = []
         self._stop = asyncio.Event()
+        self._stop_requested_at = 0.0
         self._reload_requested = asyncio.Event()
         self._reloads_done = 0
         self._mtimes: dict[str, float | None] = {}
@@ -362,10 +368,13 @@ class Daemon:
     def request_stop(self) -> None:
         """SIGTERM/SIGINT: start nothing new, drain. A second request cancels the drain."""
         if self._stop.is_set():
+            if self.clock() - self._stop_requested_at < SECOND_STOP_AFTER:
+                return  # the same Ctrl-C or SIGTERM, delivered twice (a wrapper forwarding it)
             self.log.warning("second stop request: cancelling in-flight runs")
             self.scheduler.abort()
             return
         self.log.info("stopping: no new runs; waiting for in-flight runs")
+        self._stop_requested_at = self.clock()
         self._stop.set()
         self.scheduler.stop()
 

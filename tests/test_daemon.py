@@ -616,6 +616,23 @@ async def test_sigterm_drain_deadline_cancels_a_hung_run(rig: Rig) -> None:
     assert rig.dest == {}
 
 
+async def test_a_second_stop_request_cancels_in_flight_runs(rig: Rig) -> None:
+    body = rig.body()
+    body["destinations"]["dest"] = {"type": "gated", "platform": rig.platform_name}
+    rig.write_config(body)
+    GatedDestination.gate = asyncio.Event()
+    d = rig.start(drain_timeout=30.0)
+    await rig.clock.advance(0)
+    d.request_stop()
+    d.request_stop()  # the same signal delivered twice: still draining
+    await rig.clock.advance(2)
+    assert rig.task is not None and not rig.task.done()
+    d.request_stop()  # a deliberate second one
+    await rig.clock.advance(0)
+    assert await rig.task == 1
+    assert rig.dest == {}
+
+
 async def test_real_signals_reload_and_stop(rig: Rig) -> None:
     d = rig.start()
     sigs = _install_signals(d)
