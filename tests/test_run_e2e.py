@@ -175,3 +175,30 @@ def test_syncd_run_end_to_end(daemon: Proc, tmp_path: Path) -> None:
     # nothing leaked: no value and no webhook secret in any log line
     for leaked in ("first-password-value", "token-value", HOOK_SECRET):
         assert leaked not in log
+
+
+def test_a_listen_address_in_use_is_reported_with_status_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from syncd.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        (tmp_path / "secrets.yaml").write_text("A: one\n")
+        (tmp_path / "syncd.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "version": 1,
+                    "server": {"listen": f"127.0.0.1:{port}"},
+                    "sources": {"local": {"type": "file", "path": "./secrets.yaml"}},
+                    "destinations": {"env": {"type": "dotenv", "path": "./out/.env"}},
+                    "syncs": [{"name": "app", "from": "local", "to": ["env"]}],
+                }
+            )
+        )
+        assert main(["-c", str(tmp_path / "syncd.yaml"), "--log-format", "json", "run"]) == 1
+    out = capsys.readouterr()
+    assert "cannot listen" in out.out + out.err
+    assert not (tmp_path / "out" / ".env").exists()
