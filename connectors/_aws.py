@@ -319,6 +319,34 @@ class AwsConfig(DestinationConfig):
 
 T = TypeVar("T")
 
+# one boto3 session per (profile, region): a session loads the service models and resolves
+# credentials once (refreshing them as they expire); clients made from it are cheap
+_SESSIONS: dict[tuple[str | None, str | None], boto3.session.Session] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def make_client(service: str, config: AwsConfig) -> Any:
+    """A boto3 client with botocore's retries off and the destination's timeouts."""
+    timeout = float(config.timeout)
+    with _SESSIONS_LOCK:  # sessions are not safe to share while clients are being made
+        key = (config.profile, config.region)
+        session = _SESSIONS.get(key)
+        if session is None:
+            session = boto3.session.Session(profile_name=config.profile, region_name=config.region)
+            _SESSIONS[key] = session
+        return session.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=config.endpoint_url,
+            config=BotoConfig(
+                # the executor retries, paces and honours its own backoff
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                max_pool_connections=max(10, int(config.concurrency) * 2),
+                user_agent_extra="syncd",
+            ),
+        )
+
 
 class AwsClient:
     """A boto3 client for one destination, created lazily and shared by its worker threads.
@@ -338,22 +366,7 @@ class AwsClient:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                session = boto3.session.Session(
-                    profile_name=self.config.profile, region_name=self.config.region
-                )
-                timeout = float(self.config.timeout)
-                self._client = session.client(
-                    self.service,  # type: ignore[call-overload]
-                    endpoint_url=self.config.endpoint_url,
-                    config=BotoConfig(
-                        # the executor retries, paces and honours its own backoff
-                        retries={"total_max_attempts": 1, "mode": "standard"},
-                        connect_timeout=timeout,
-                        read_timeout=timeout,
-                        max_pool_connections=max(10, int(self.config.concurrency) * 2),
-                        user_agent_extra="syncd",
-                    ),
-                )
+                self._client = make_client(self.service, self.config)
             return self._client
 
     async def call(self, operation: str, method: str, **kwargs: Any) -> dict[str, Any]:

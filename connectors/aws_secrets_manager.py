@@ -1,7 +1,6 @@
-"""The ``aws-secrets-manager`` destination.
-
-``mapping: one-to-one`` keeps a secret per key, named ``prefix + key``;
-``mapping: bundle`` keeps one secret (``name``) holding a JSON object of every key.
+"""The ``aws-secrets-manager`` destination: a secret per key named ``prefix + key``
+(``mapping: one-to-one``), or one secret, ``name``, holding a JSON object of every key
+(``mapping: bundle``).
 
 Calls, and when they happen (one-to-one):
 

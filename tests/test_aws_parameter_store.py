@@ -4,6 +4,7 @@ Store notices: names, tiers, tags, ownership, call counts, drift, errors."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +161,9 @@ def record_requests() -> Iterator[list[tuple[str, dict[str, Any]]]]:
         mp.setattr(botocore.client.BaseClient, "_make_api_call", spy)
         yield seen
 
+
+# what the harness itself calls inside record_requests(): not syncd's doing
+HARNESS_OPS = frozenset({"DeleteParameter"})
 
 WRITE_OPS = ("put", "tag", "delete")
 
@@ -527,3 +531,37 @@ def test_remote_entries_are_plain_data() -> None:
     # the connector hands the planner RemoteEntry values whose repr never shows a value
     e = RemoteEntry("K", SecretValue("hidden-123"), "3")
     assert "hidden-123" not in repr(e)
+
+
+# ---------------------------------------------------------------------------- IAM policy
+
+POLICY = Path(__file__).resolve().parent.parent / "deploy" / "iam" / "parameter-store-policy.json"
+
+
+def policy_actions(path: Path) -> set[str]:
+    out: set[str] = set()
+    for statement in json.loads(path.read_text())["Statement"]:
+        actions = statement["Action"]
+        out.update([actions] if isinstance(actions, str) else actions)
+    return out
+
+
+async def test_iam_policy_lists_exactly_the_actions_syncd_calls(
+    harness: SsmHarness, tmp_path: Path
+) -> None:
+    harness.put_unmanaged("ADOPTED", "foreign")
+    with record_requests() as seen:
+        wb = bench(harness, tmp_path, {"A": "1", "B": "2", "ADOPTED": "mine"})
+        await wb.pair()  # list, tags + value of the unrecorded ADOPTED, creates, adopt
+        harness.ssm.delete_parameter(Name=PATH + "A")
+        wb.set_source({"A": "1b", "B": "2", "ADOPTED": "mine"})
+        await wb.pair()  # re-created by an overwrite: tags follow
+        wb.set_source({"A": "1b", "ADOPTED": "mine"})
+        await wb.pair()  # ownership check, then the delete
+        cfg = ParameterStoreDestination.Config.model_validate(harness.destination)
+        await ParameterStoreDestination(DEST, cfg, ConnectorContext()).check()
+    called = {f"ssm:{op}" for op, _ in seen if op not in HARNESS_OPS}
+    assert called == policy_actions(POLICY)
+    for statement in json.loads(POLICY.read_text())["Statement"]:
+        if statement["Resource"] != "*":
+            assert statement["Resource"].endswith(":parameter/myapp/prod/*")

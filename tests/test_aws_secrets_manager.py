@@ -557,3 +557,38 @@ async def test_a_managed_secret_deleted_out_of_band_is_restored_at_the_drift_che
     assert [c.key for c in pair.plan.changes if c.drift] == ["B"]  # type: ignore[union-attr]
     assert calls(wb) == Counter({"list": 1, "restore": 1, "put": 1})
     assert harness.stored() == {"A": "1", "B": "2"}
+
+
+# ---------------------------------------------------------------------------- IAM policy
+
+POLICY = Path(__file__).resolve().parent.parent / "deploy" / "iam" / "secrets-manager-policy.json"
+
+
+def policy_actions(path: Path) -> set[str]:
+    out: set[str] = set()
+    for statement in json.loads(path.read_text())["Statement"]:
+        actions = statement["Action"]
+        out.update([actions] if isinstance(actions, str) else actions)
+    return out
+
+
+async def test_iam_policy_lists_exactly_the_actions_syncd_calls(aws: None, tmp_path: Path) -> None:
+    one, bun = AsmHarness(), BundleHarness()
+    one.put_unmanaged("ADOPTED", "foreign")
+    with record_requests() as seen:
+        wb = Workbench(
+            tmp_path,
+            {"asm": one.destination, "bundle": bun.destination},
+            source={"A": "1", "B": "2", "ADOPTED": "mine"},
+        )
+        await wb.once()  # list, batch read of ADOPTED, creates, adopt; bundle describe + create
+        wb.set_source({"A": "1", "ADOPTED": "mine"})
+        await wb.once()  # between drift checks: describe before delete; bundle read + write
+        wb.set_source({"A": "1", "B": "back", "ADOPTED": "mine"})
+        await wb.once()  # B is scheduled for deletion: restore, then put
+    called = {f"secretsmanager:{op}" for op, _ in seen}
+    # GetSecretValue: the bundle's reads, and what BatchGetSecretValue needs per secret;
+    # TagResource: what CreateSecret with tags needs
+    assert called | {"secretsmanager:TagResource"} == policy_actions(POLICY)
+    bun.throttler.undo()  # the later patch first
+    one.throttler.undo()
