@@ -100,6 +100,16 @@ class GitHubConfig(DestinationConfig):
     access when syncd writes a secret. Repositories given access by other means keep it."""
     concurrency: int = 1
     """GitHub asks integrations to make requests serially; raise with care."""
+    writes_per_minute: float | None = WRITES_PER_MINUTE
+    """Spacing of writes through this credential (null: unpaced, for a GitHub Enterprise
+    Server without rate limits). GitHub.com allows 80 content-generating requests a minute."""
+
+    @field_validator("writes_per_minute")
+    @classmethod
+    def _pace(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError("expected a number of writes a minute above 0, or null (unpaced)")
+        return v
 
     @field_validator("api_url")
     @classmethod
@@ -300,10 +310,13 @@ class GitHubDestination(BaseDestination):
 
     def __init__(self, name: str, config: GitHubConfig, context: ConnectorContext) -> None:
         super().__init__(name, config, context)
-        limit = SCOPE_LIMITS[config.scope]
-        if limit != type(self).capabilities.max_keys:
-            # the per-scope count limit: an organization holds 1,000 secrets, not 100
-            self.__dict__["capabilities"] = replace(type(self).capabilities, max_keys=limit)
+        # the per-scope count limit (an organization holds 1,000 secrets, not 100) and the
+        # configured pacing
+        self.__dict__["capabilities"] = replace(
+            type(self).capabilities,
+            max_keys=SCOPE_LIMITS[config.scope],
+            writes_per_minute=config.writes_per_minute,
+        )
         self._gh: Github | None = None
         self._client_lock = asyncio.Lock()
         self._key_lock = asyncio.Lock()

@@ -300,6 +300,9 @@ def test_count_limit_follows_the_scope(fake: FakeGitHub) -> None:
     assert GitHubDestination("gh", org, ctx).capabilities.max_keys == 1000
     assert GitHubDestination("gh", env, ctx).capabilities.max_keys == 100
     assert GitHubDestination.capabilities.max_keys == 100
+    unpaced = GitHubConfig.model_validate({**gh(fake, token="t"), "writes_per_minute": None})
+    assert GitHubDestination("gh", unpaced, ctx).capabilities.writes_per_minute is None
+    assert GitHubDestination("gh", env, ctx).capabilities.writes_per_minute == 60.0
 
 
 # ---------------------------------------------------------------------------- rate limits
@@ -602,6 +605,7 @@ async def test_check_reports_a_missing_target(fake: FakeGitHub) -> None:
         ({"scope": "team"}, "Input should be"),
         ({"api_url": "api.github.com"}, "expected an http(s) URL"),
         ({"tokn": "typo"}, "unknown key"),
+        ({"writes_per_minute": 0}, "above 0"),
     ],
 )
 def test_config_errors_name_the_destination(
