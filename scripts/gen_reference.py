@@ -310,8 +310,6 @@ def capabilities_line(cls: Any) -> str:
         facts.append(f"keys up to {caps.max_key_length} characters")
     if caps.case_insensitive_keys:
         facts.append("key names are case-insensitive (upper-cased)")
-    if caps.max_keys:
-        facts.append(f"at most {caps.max_keys} keys per scope")
     facts.append(f"default key template `{caps.default_key_template}`")
     if caps.batch_size > 1:
         facts.append(f"writes up to {caps.batch_size} keys per call")
