@@ -605,7 +605,9 @@ class GitHubDestination(BaseDestination):
         return await self._updated_at(change.key)
 
     async def _delete(self, change: Change) -> None:
-        # a secret already gone (404) counts as deleted
+        # the scope answers (its public key, fetched once per run): a 404 below then means
+        # this secret is gone, which counts as deleted, not that the scope went out of sight
+        await self._key()
         await self._call(
             "delete",
             "DELETE",

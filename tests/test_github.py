@@ -515,6 +515,19 @@ async def test_github_app_with_the_wrong_installation_fails_the_pair(
     assert fake.calls("PUT") == 0
 
 
+async def test_an_unusable_app_private_key_fails_the_pair_without_echoing_it(
+    fake: FakeGitHub, tmp_path: Path
+) -> None:
+    bogus = "-----BEGIN RSA PRIVATE KEY-----\nbm90LWEta2V5LTkzMWE=\n-----END RSA PRIVATE KEY-----"
+    dest = gh(fake, token=None, app_id=4242, private_key=bogus, installation_id=77)
+    wb = Workbench(tmp_path, {"gh": dest}, source={"K": "v"})
+    pair = await wb.pair()
+    assert pair.result == "error"
+    assert "could not sign a JWT" in (pair.error or "")
+    assert "bm90LWEta2V5LTkzMWE" not in (pair.error or "")
+    assert fake.requests == []
+
+
 async def test_bad_token_fails_the_pair_after_one_call(fake: FakeGitHub, tmp_path: Path) -> None:
     wb = Workbench(tmp_path, {"gh": gh(fake)}, source={"K": "v"}, env={"GH_TOKEN": "ghp_revoked"})
     pair = await wb.pair()
@@ -545,6 +558,21 @@ async def test_a_secret_already_deleted_counts_as_deleted(fake: FakeGitHub, tmp_
     assert pair.result == "ok"
     assert pair.counts.get("deleted") == 1
     assert "DROP" not in wb.records("gh")
+
+
+async def test_a_scope_out_of_sight_is_not_taken_for_deleted_secrets(
+    fake: FakeGitHub, tmp_path: Path
+) -> None:
+    wb = bench(fake, tmp_path, {"KEEP": "k", "DROP": "d", "MORE": "m"})
+    await wb.pair()
+    del fake.repos[REPO]  # GitHub answers 404 for a repository the token can no longer see
+    wb.set_source({"KEEP": "k", "MORE": "m"})
+    pair = await wb.pair()
+    assert pair.result == "failed"
+    assert [(k, kind) for k, kind, _ in pair.problems] == [("DROP", "failed")]
+    assert "not found, or the credentials cannot see it" in pair.problems[0][2]
+    assert "DROP" in wb.records("gh")
+    assert fake.calls("DELETE") == 0
 
 
 async def test_check_reports_a_missing_target(fake: FakeGitHub) -> None:
