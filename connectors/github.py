@@ -6,11 +6,11 @@ fingerprints; the listing gives each secret's ``updated_at``, recorded as the ve
 out-of-band edit or deletion shows up as drift at the next drift check.
 
 Every HTTP call goes through PyGithub's ``Requester`` (auth, GitHub App installation tokens,
-GitHub Enterprise Server base URLs, error objects) in a worker thread, one call at a time, so
-that each is counted and translated here. PyGithub's own conveniences are not used for the
-writes: ``create_secret`` fetches the scope's public key on every call, where syncd fetches it
-once per run and scope. PyGithub's internal retries and request spacing are switched off: the
-core's executor owns retries, ``Retry-After`` and pacing.
+GitHub Enterprise Server base URLs, error objects) in a worker thread, one request per
+``asyncio.to_thread``, so that each is counted and translated here. PyGithub's conveniences
+are not used for the writes: ``create_secret`` fetches the scope's public key on every call,
+where syncd fetches it once per run and scope. PyGithub's internal retries and request
+spacing are switched off: the core's executor owns retries, ``Retry-After`` and pacing.
 """
 
 from __future__ import annotations
