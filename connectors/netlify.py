@@ -19,11 +19,16 @@ else. For a given key:
   deleted only when no other context holds a value. Two syncs writing different
   contexts of one site never delete each other's values.
 
-Writes. New variables go out in one ``POST /accounts/{account}/env`` per batch; values of
-an existing variable are set one context at a time (``PATCH``), which never touches
-another context. When a variable holds only our values and its scopes or secret flag
-differ from the configuration, one ``PUT`` replaces it whole. A secret value is never
-written into a non-secret variable that other contexts share (it would be readable).
+Writes. New variables go out in one ``POST /accounts/{account}/env`` per batch. A variable
+that holds values in our contexts only is ours whole: a changed value (or changed scopes
+or secret flag) replaces it with one ``PUT /accounts/{account}/env/{key}``, which Netlify
+documents as replacing every value of the variable. That is decided on a view of the
+variable taken in the same run, never on a recorded one: the drift check's listing, or
+else one ``GET`` of the key, since a value someone added to another context after our
+last look would be replaced away. Where other contexts hold values, ours are set one
+context at a time (``PATCH``), which never touches another context; so is a single
+context, where the one ``PATCH`` is the one write. A secret value is never written into a
+non-secret variable that other contexts share (it would be readable).
 
 Values. Secret values are write-only: the state store's fingerprints decide, and the
 version syncd compares at drift checks is a digest of our values' ids (Netlify gives a
@@ -546,18 +551,25 @@ class NetlifyDestination(BaseDestination):
         return Variable.parse(data) if isinstance(data, Mapping) else None
 
     async def _set(self, p: _Pending) -> str | None:
-        """Our values of an existing variable; re-created when it is gone."""
+        """Our values of an existing variable; re-created when it is gone.
+
+        A variable that holds only our values is replaced whole with one ``PUT``; one
+        that holds other contexts' values gets our contexts one ``PATCH`` at a time. A
+        ``PUT`` is sent only on a view of the variable taken in this run (the planner's
+        listing, or one ``GET`` of the key): a value someone else added to another
+        context since an earlier look would otherwise be replaced away."""
         c, var = p.change, p.variable
         value = _desired(c)
-        if p.fetch:
+        fresh = p.fresh
+        if p.fetch or (not fresh and self._may_replace(var)):
             var = await self._get(c.key)
             if var is None:
                 return (await self._create([c]))[c.key]
-            p = _Pending(c, var, fresh=True)
+            fresh = True
         if var is None:
-            # nothing listed: set our contexts directly, re-create on 404
+            # one context and nothing known: its PATCH is the one write; re-create on 404
             try:
-                return await self._patch_all(c.key, value, None, skip_equal=False)
+                return await self._patch_all(c.key, value, None, self.slots)
             except _Missing:
                 return (await self._create([c]))[c.key]
         blocking = self._blocking(var)
@@ -574,12 +586,28 @@ class NetlifyDestination(BaseDestination):
                 "contexts: syncd does not write a secret value where it would be readable "
                 "(mark the variable secret at Netlify, or set is_secret: false)"
             )
+        # with a view of this run, readable values that already match are not re-sent
+        todo = [s for s in self.slots if not (fresh and var.values.get(s) == value)]
         try:
-            if blocking or (ours_only and not self._shape_ok(var)):
+            if fresh and (blocking or (ours_only and (len(todo) > 1 or not self._shape_ok(var)))):
                 return await self._replace(c.key, value, var)
-            return await self._patch_all(c.key, value, var, skip_equal=p.fresh)
+            return await self._patch_all(c.key, value, var, todo)
         except _Missing:
             return (await self._create([c]))[c.key]
+
+    def _may_replace(self, var: Variable | None) -> bool:
+        """Whether a variable known only from an earlier look (or not at all) may want
+        one PUT: then it is read first. With one context and the configured shape, the
+        one PATCH is the one write either way; a variable whose other contexts held
+        values gets PATCHes, which never touch them."""
+        if var is None:
+            return len(self.slots) > 1
+        if self._blocking(var):
+            # per-context values where ours is the one value for all contexts: replaced
+            return self.slots == (ALL,)
+        if not self._ours_only(var):
+            return False
+        return len(self.slots) > 1 or not self._shape_ok(var)
 
     async def _replace(self, key: str, value: SecretValue, var: Variable) -> str | None:
         """One PUT: our values with the configured scopes and secret flag."""
@@ -593,15 +621,12 @@ class NetlifyDestination(BaseDestination):
         return self._answer(resp, key)
 
     async def _patch_all(
-        self, key: str, value: SecretValue, var: Variable | None, *, skip_equal: bool
+        self, key: str, value: SecretValue, var: Variable | None, slots: Sequence[Slot]
     ) -> str | None:
-        """Set each of our contexts with the per-context call, which leaves every other
-        context alone; with a fresh listing, readable values that already match are
-        skipped. Raises _Missing when the variable is gone."""
+        """Set the given contexts with the per-context call, which leaves every other
+        context alone. Raises _Missing when the variable is gone."""
         version = self._version(var) if var is not None else None
-        for slot in self.slots:
-            if skip_equal and var is not None and var.values.get(slot) == value:
-                continue
+        for slot in slots:
             resp = await self._call(
                 "set", "PATCH", self._key_path(key), json=self._value_body(slot, value.reveal())
             )

@@ -212,26 +212,82 @@ async def test_unchanged_run_calls_nothing_and_a_drift_check_only_lists(tmp_path
     assert [r.method for r in api.requests[before:]] == ["GET"]
 
 
-@pytest.mark.parametrize(
-    ("contexts", "patches"),
-    [(["production"], 1), (["production", "deploy-preview", "branch-deploy"], 3)],
-)
-async def test_one_changed_key_of_100_is_one_set_per_context(
-    tmp_path: Path, contexts: list[str], patches: int
-) -> None:
+async def test_one_changed_key_of_100_is_one_write(tmp_path: Path) -> None:
     api = NetlifyAPI()
     source = keys(100)
-    wb = bench(tmp_path, api, source, destinations={"netlify": dest(api, contexts=contexts)})
+    wb = bench(tmp_path, api, source)
     await wb.pair()
     before = len(api.requests)
     wb.set_source({**source, "KEY_042": "rotated-value-9a9a"})
     pair = await wb.pair()
     assert pair.counts.get("updated") == 1 and pair.counts.get("writes") == 1
     sent = api.requests[before:]
-    assert [r.method for r in sent] == ["PATCH"] * patches
-    assert {r.body["context"] for r in sent} == set(contexts)
-    assert all(r.path.endswith("/env/KEY_042") for r in sent)
+    # the variable holds only this destination's three contexts: one read of the key
+    # shows it, one PUT replaces it whole
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in sent] == [
+        ("GET", "KEY_042"),
+        ("PUT", "KEY_042"),
+    ]
+    assert [r for r in sent if r.method != "GET"] == sent[-1:]
+    for slot in DEFAULT_SLOTS:
+        assert api.stored(slot=slot)["KEY_042"] == "rotated-value-9a9a"
+        assert api.stored(slot=slot) == {**source, "KEY_042": "rotated-value-9a9a"}
+    var = api.vars["site-1"]["KEY_042"]
+    assert var.is_secret and var.scopes == ["builds", "functions", "runtime"]
+
+
+async def test_one_changed_key_with_one_context_is_one_set(tmp_path: Path) -> None:
+    api = NetlifyAPI()
+    source = keys(100)
+    wb = bench(tmp_path, api, source, destinations={"netlify": dest(api, contexts=["production"])})
+    await wb.pair()
+    before = len(api.requests)
+    wb.set_source({**source, "KEY_042": "rotated-value-9a9a"})
+    await wb.pair()
+    sent = api.requests[before:]
+    assert [(r.method, r.body["context"]) for r in sent] == [("PATCH", "production")]
     assert api.stored()["KEY_042"] == "rotated-value-9a9a"
+
+
+async def test_a_change_found_at_a_drift_check_is_one_put_after_the_listing(
+    tmp_path: Path,
+) -> None:
+    api = NetlifyAPI()
+    source = keys(20)
+    wb = bench(tmp_path, api, source)
+    await wb.pair()
+    wb.set_source({**source, "KEY_007": "rotated-value-1b1b"})
+    wb.clock.advance(wb.config().syncs[0].policy.drift_check + 1)
+    before = len(api.requests)
+    await wb.pair()
+    sent = api.requests[before:]
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in sent] == [
+        ("GET", "env"),
+        ("PUT", "KEY_007"),
+    ]
+    assert api.slots("KEY_007") == dict.fromkeys(DEFAULT_SLOTS, "rotated-value-1b1b")
+
+
+async def test_a_value_added_by_hand_in_another_context_is_never_replaced(
+    tmp_path: Path,
+) -> None:
+    api = NetlifyAPI()
+    wb = bench(tmp_path, api, {"API_KEY": "first-2c2c", "OTHER": "other-3d3d"})
+    await wb.pair()  # API_KEY holds only this destination's values
+    # between drift checks someone sets the local development value by hand
+    api.set_value("API_KEY", "dev", "local-dev-value")
+    wb.set_source({"API_KEY": "second-4e4e", "OTHER": "other-3d3d"})
+    before = len(api.requests)
+    pair = await wb.pair()
+    assert pair.result == "ok" and pair.counts.get("updated") == 1
+    sent = api.requests[before:]
+    # the read shows the dev value: each context of ours is set alone, nothing replaced
+    assert [r.method for r in sent] == ["GET", "PATCH", "PATCH", "PATCH"]
+    assert api.calls("PUT") == 0
+    assert api.slots("API_KEY") == {
+        **dict.fromkeys(DEFAULT_SLOTS, "second-4e4e"),
+        ("dev", None): "local-dev-value",
+    }
 
 
 @pytest.mark.parametrize("header", ["reset", "retry-after"])
@@ -266,11 +322,13 @@ async def test_throttled_updates_are_retried_later(tmp_path: Path) -> None:
     await wb.pair()
     changed = {k: v + "-rotated" for k, v in source.items()}
     wb.set_source(changed)
-    api.throttle(3, reset_in=5.0, methods=["PATCH"])
+    api.throttle(3, reset_in=5.0, methods=["PUT"])
     pair = await wb.pair()
     assert pair.result == "ok", pair.problems
     assert pair.counts.get("updated") == 12
-    assert api.stored() == changed
+    for slot in DEFAULT_SLOTS:
+        assert api.stored(slot=slot) == changed
+    assert api.calls("PUT") == 12 + 3
     assert wb.hooks.retries["netlify"] >= 1
 
 
@@ -281,8 +339,10 @@ async def test_two_syncs_on_different_contexts_never_delete_each_others_values(
     tmp_path: Path,
 ) -> None:
     api = NetlifyAPI()
+    deployed = (("production", None), ("branch-deploy", None))
+    preview = ("deploy-preview", None)
     destinations = {
-        "prod": dest(api, contexts=["production"]),
+        "prod": dest(api, contexts=["production", "branch-deploy"]),
         "preview": dest(api, contexts=["deploy-preview"]),
     }
     source = {"SHARED": "prod-and-preview-1f1f", "OTHER": "other-value-2e2e"}
@@ -302,22 +362,41 @@ async def test_two_syncs_on_different_contexts_never_delete_each_others_values(
     results = await wb.once()
     assert all(r.ok for r in results)
     assert api.slots("SHARED") == {
-        ("production", None): "prod-and-preview-1f1f",
-        ("deploy-preview", None): "prod-and-preview-1f1f",
+        **dict.fromkeys(deployed, "prod-and-preview-1f1f"),
+        preview: "prod-and-preview-1f1f",
     }
     assert api.calls("PUT", "DELETE") == 0  # the second only added its values
 
-    # a drift check of both: each sees only its own value, nothing is re-written
+    # a drift check of both: each sees only its own values, nothing is re-written
     wb.clock.advance(wb.config().syncs[0].policy.drift_check + 1)
     writes = api.writes
     await wb.once()
     assert api.writes == writes
 
-    # the production sync lets SHARED go: only its value goes
+    # a changed value between drift checks: each sets its own contexts, one at a time;
+    # neither replaces the variable, whose other context holds the other's value
+    source["SHARED"] = "rotated-3a3a"
+    wb.set_source(source)
+    before = len(api.requests)
+    results = await wb.once()
+    assert all(r.ok for r in results)
+    sent = api.requests[before:]
+    assert sorted((r.method, (r.body or {}).get("context")) for r in sent) == [
+        ("GET", None),  # the production sync reads the variable before it writes
+        ("PATCH", "branch-deploy"),
+        ("PATCH", "deploy-preview"),
+        ("PATCH", "production"),
+    ]
+    assert api.slots("SHARED") == {
+        **dict.fromkeys(deployed, "rotated-3a3a"),
+        preview: "rotated-3a3a",
+    }
+
+    # the production sync lets SHARED go: only its values go
     wb = make(["SHARED"])
     await wb.once()
-    assert api.slots("SHARED") == {("deploy-preview", None): "prod-and-preview-1f1f"}
-    assert api.calls("DELETE") == 1 and "/value/" in api.requests[-1].path
+    assert api.slots("SHARED") == {preview: "rotated-3a3a"}
+    assert api.calls("DELETE") == 2 and "/value/" in api.requests[-1].path
 
     # the preview sync lets it go too: now nothing else holds a value, the variable goes
     wb.set_source({"OTHER": "other-value-2e2e"})
@@ -400,7 +479,8 @@ async def test_a_secret_edited_out_of_band_is_restored_at_the_drift_check(tmp_pa
     pair = await wb.pair()
     assert pair.counts.get("drift") == 1 and pair.counts.get("updated") == 1
     assert api.slots("API_KEY") == dict.fromkeys(DEFAULT_SLOTS, "source-value-0d0d")
-    assert api.writes == writes + 3  # the secret's contexts cannot be read: all re-sent
+    # the secret's contexts cannot be read: the variable, ours alone, is replaced whole
+    assert api.writes == writes + 1 and api.requests[-1].method == "PUT"
 
 
 async def test_a_readable_value_edited_out_of_band_costs_one_set(tmp_path: Path) -> None:

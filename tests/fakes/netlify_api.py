@@ -13,8 +13,10 @@ sites, and enforces the rules Netlify documents:
   the secret flag cannot be removed once set;
 - Netlify's read-only variables (``URL``, ``SITE_ID``, ...) cannot be set;
 - ``POST /accounts/{a}/env`` creates several variables at once and refuses an existing
-  key; ``PUT`` replaces a variable and all its values; ``PATCH`` sets one context's value
-  (a new value id each time); ``DELETE`` removes a variable or one value by id;
+  key; ``PUT`` replaces a variable whole (scopes, secret flag and all its values: a
+  context the body leaves out loses its value; the body's key may rename it); ``PATCH``
+  sets one context's value (a new value id each time) and leaves the others alone;
+  ``DELETE`` removes a variable or one value by id;
 - throttling answers 429 with ``X-RateLimit-*`` headers (reset as epoch seconds) and,
   when asked, ``Retry-After``.
 
@@ -356,13 +358,21 @@ class NetlifyAPI:
                     raise Problem(404, f"{key} not found")
                 return httpx.Response(200, json=self._render(var))
             if method == "PUT":
+                # the whole variable: scopes, secret flag and every value are replaced by
+                # the body's (a context the body leaves out loses its value); the body's
+                # key, when it differs, renames the variable
                 if var is None:
                     raise Problem(404, f"{key} not found")
-                new = self._check_var(body, key=key)
+                renamed = body.get("key", key) if isinstance(body, dict) else key
+                new = self._check_var(body, key=renamed)
                 if var.is_secret and not new.is_secret:
                     raise Problem(422, f"{key}: the secret flag cannot be removed")
+                if new.key != key and new.key in store:
+                    raise Problem(409, f"{new.key} already exists")
                 self._touch(new)
-                store[key] = new
+                if new.key != key:
+                    del store[key]
+                store[new.key] = new
                 return httpx.Response(200, json=self._render(new))
             if method == "PATCH":
                 if var is None:
