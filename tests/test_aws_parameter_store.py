@@ -265,7 +265,7 @@ async def test_call_counts_unchanged_run_and_one_changed_key(
     source = {f"KEY_{i:03d}": f"value-{i}" for i in range(100)}
     wb = bench(harness, tmp_path, source)
     first = await wb.pair()
-    assert first.counts["created"] == 100
+    assert first.counts["created"] == 100, first.problems
     c = calls(wb)
     assert c["put"] == 100 and c["tag"] == 0  # tags go with the create
     assert c["get"] == 0  # nothing existed: no value was read

@@ -211,7 +211,7 @@ async def test_call_counts_unchanged_run_and_one_changed_key(
     source = {f"KEY_{i:03d}": f"value-{i}" for i in range(100)}
     wb = bench(harness, tmp_path, source)
     first = await wb.pair()
-    assert first.counts["created"] == 100
+    assert first.counts["created"] == 100, first.problems
     assert calls(wb)["create"] == 100 and calls(wb)["get"] == 0
 
     wb.hooks.calls.clear()
