@@ -74,6 +74,8 @@ class SsmHarness:
             "type": "aws-parameter-store",
             "region": REGION,
             "path": path,
+            # moto is not safe for concurrent writes from several threads
+            "concurrency": 1,
             **options,
         }
         self.env: dict[str, str] = {}

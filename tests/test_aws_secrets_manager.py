@@ -37,6 +37,8 @@ class AsmHarness:
             "type": "aws-secrets-manager",
             "region": REGION,
             "prefix": PREFIX,
+            # moto is not safe for concurrent writes from several threads
+            "concurrency": 1,
             **options,
         }
         self.env: dict[str, str] = {}
@@ -85,6 +87,8 @@ class BundleHarness(AsmHarness):
             "region": REGION,
             "mapping": "bundle",
             "name": BUNDLE,
+            # moto is not safe for concurrent writes from several threads
+            "concurrency": 1,
             **options,
         }
 
