@@ -116,6 +116,36 @@ def classify_response(
     return PermanentError(text)
 
 
+async def counted_request(
+    client: httpx.AsyncClient,
+    count: Callable[[str, str], None],
+    platform: str,
+    operation: str,
+    method: str,
+    path: str,
+    *,
+    params: Mapping[str, str] | None = None,
+    json: Any = None,
+) -> httpx.Response:
+    """One platform call, reported through ``count``; transport failures come out classified.
+    A non-2xx answer is returned for the caller to classify with its own context."""
+    try:
+        resp = await client.request(method, path, params=params, json=json)
+    except httpx.HTTPError as exc:
+        count(operation, "error")
+        raise classify_exception(exc, f"{platform} {operation}") from None
+    count(operation, "ok" if resp.is_success else str(resp.status_code))
+    return resp
+
+
+def json_or_none(resp: httpx.Response) -> Any:
+    """The answer's JSON, or None when it is not JSON."""
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
 def classify_exception(exc: BaseException, what: str = "request") -> ConnectorError:
     if isinstance(exc, ConnectorError):
         return exc

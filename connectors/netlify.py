@@ -48,7 +48,13 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr, field_validator, model_validator
 
-from connectors._http import classify_exception, classify_response, make_client
+from connectors._http import (
+    classify_exception,
+    classify_response,
+    counted_request,
+    json_or_none,
+    make_client,
+)
 from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
 from syncd.errors import AuthError, ConflictError, ConnectorError, PermanentError, RateLimited
 from syncd.model import Action, Change, ItemOutcome, RemoteEntry, SecretValue
@@ -322,13 +328,16 @@ class NetlifyDestination(BaseDestination):
         self, operation: str, method: str, path: str, *, json: Any = None
     ) -> httpx.Response:
         """One platform call, counted; transport failures come out classified."""
-        try:
-            resp = await self.client.request(method, path, params=self._params(), json=json)
-        except httpx.HTTPError as exc:
-            self.count(operation, "error")
-            raise classify_exception(exc, f"netlify {operation}") from None
-        self.count(operation, "ok" if resp.is_success else str(resp.status_code))
-        return resp
+        return await counted_request(
+            self.client,
+            self.count,
+            "netlify",
+            operation,
+            method,
+            path,
+            params=self._params(),
+            json=json,
+        )
 
     def _failure(self, resp: httpx.Response, what: str) -> ConnectorError:
         return classify_response(resp, f"netlify {what} ({self._where})")
@@ -336,12 +345,7 @@ class NetlifyDestination(BaseDestination):
     def classify(self, exc: BaseException) -> ConnectorError:
         return classify_exception(exc, "netlify")
 
-    @staticmethod
-    def _json(resp: httpx.Response) -> Any:
-        try:
-            return resp.json()
-        except ValueError:
-            return None
+    _json = staticmethod(json_or_none)
 
     # ------------------------------------------------------------------ reading
 

@@ -34,7 +34,13 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr, field_validator, model_validator
 
-from connectors._http import classify_exception, classify_response, make_client
+from connectors._http import (
+    classify_exception,
+    classify_response,
+    counted_request,
+    json_or_none,
+    make_client,
+)
 from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
 from syncd.errors import (
     AuthError,
@@ -304,13 +310,16 @@ class VercelDestination(BaseDestination):
         json: Any = None,
     ) -> httpx.Response:
         """One platform call, counted; transport failures come out classified."""
-        try:
-            resp = await self.client.request(method, path, params=self._params(params), json=json)
-        except httpx.HTTPError as exc:
-            self.count(operation, "error")
-            raise classify_exception(exc, f"vercel {operation}") from None
-        self.count(operation, "ok" if resp.is_success else str(resp.status_code))
-        return resp
+        return await counted_request(
+            self.client,
+            self.count,
+            "vercel",
+            operation,
+            method,
+            path,
+            params=self._params(params),
+            json=json,
+        )
 
     def _failure(self, resp: httpx.Response, what: str) -> ConnectorError:
         return classify_response(resp, f"vercel {what} (project {self.config.project})")
@@ -318,12 +327,7 @@ class VercelDestination(BaseDestination):
     def classify(self, exc: BaseException) -> ConnectorError:
         return classify_exception(exc, "vercel")
 
-    @staticmethod
-    def _json(resp: httpx.Response) -> Any:
-        try:
-            return resp.json()
-        except ValueError:
-            return None
+    _json = staticmethod(json_or_none)
 
     # ------------------------------------------------------------------ reading
 
