@@ -132,6 +132,14 @@ async def run_mode(
         fleet.stop()
 
 
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
@@ -253,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown:
         Path(args.markdown).write_text(text)
     if args.json:
-        Path(args.json).write_text(json.dumps(asdict(report), indent=2, default=str))
+        Path(args.json).write_text(json.dumps(_jsonable(asdict(report)), indent=2, default=str))
     return 0
 
 
@@ -336,6 +344,16 @@ def _calls_table(out: list[str], run: NResult, present: list[str]) -> None:
             f"({nn[1]} vs {n0[1]} writes); one changed secret {no[0]} vs {o1[0]} calls "
             f"({_ratio(no[0], o1[0])}), {no[1]} vs {o1[1]} writes ({_ratio(no[1], o1[1])})."
         )
+    failed = []
+    for label in PASSES:
+        cyc = c.get(label)
+        for d, r in cyc.dests.items() if cyc else ():
+            if r.counts.get("failed") or r.error:
+                why = f"{r.counts.get('failed', 0)} failed, {r.server.throttled} throttled"
+                failed.append(f"{label} {d}: {why}" + (f" ({r.error})" if r.error else ""))
+    if failed:
+        out.append("")
+        out.append("Failed items: " + "; ".join(failed) + ".")
 
 
 def _limits_table(out: list[str], init: CycleResult, present: list[str]) -> None:
