@@ -145,7 +145,7 @@ def summarize(results: Sequence[SyncResult], out: TextIO) -> None:
             print(
                 f"{r.name} → {p.destination}: {p.result}: "
                 + ", ".join(parts + extra)
-                + f" ({c.get('writes', 0)} write calls)",
+                + f" ({c.get('writes', 0)} write call{'' if c.get('writes', 0) == 1 else 's'})",
                 file=out,
             )
     for sync, dest, key, msg in failures(results):
