@@ -10,15 +10,17 @@ into :mod:`syncd.errors` by ``classify``; per-key failures inside a batch call c
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from syncd.config_types import Duration
 from syncd.errors import ConnectorError, PermanentError
 from syncd.model import Change, ItemOutcome, RemoteEntry, SecretValue, Snapshot
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class DestinationConfig(ConnectorConfig):
     """Seconds any one platform call may take before it counts as failed (and retryable)."""
     concurrency: int = 4
     """Platform calls in flight at once through this destination's credential."""
+    list_timeout: Duration = 600.0
+    """Seconds a whole listing (every page of it) may take; each page also has ``timeout``."""
 
 
 class SourceConfig(ConnectorConfig):
@@ -87,6 +91,9 @@ class ConnectorContext:
 
     base_dir: str = "."
     on_api_call: Callable[[str, str, str], None] = lambda destination, operation, status: None
+    # runs one read (a page of a listing) under the executor's concurrency, timeout and
+    # retries; None outside an engine, where reads run as they are
+    read: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -161,6 +168,15 @@ class BaseDestination:
     def count(self, operation: str, status: str = "ok") -> None:
         """Report one platform call to the metrics and benchmark counters."""
         self.context.on_api_call(self.name, operation, status)
+
+    async def read(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """One read of a multi-call listing (a page, a batch of values). The core runs it
+        under the destination's concurrency and per-call timeout and retries it alone when
+        it is throttled, so a long listing never restarts from its first page."""
+        if self.context.read is None:
+            return await fn()
+        result: T = await self.context.read(self.name, fn)
+        return result
 
     async def check(self) -> None:
         await self.list_current()

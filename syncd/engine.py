@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -130,6 +130,7 @@ class Engine:
             on_api_call=self.hooks.api_call,
             extra=dict(context_extra or {}),
         )
+        self.context.read = self._read
         self._destinations: dict[str, Destination] = {}
         self._sources: dict[str, Source] = {}
         self._source_locks: dict[str, asyncio.Lock] = {}
@@ -148,6 +149,10 @@ class Engine:
             spec = self.config.sources[name]
             self._sources[name] = spec.cls(name, spec.config, self.context)
         return self._sources[name]
+
+    async def _read(self, destination: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """One read inside a connector's listing: its own slot, timeout and retries."""
+        return await self.executor.with_retries(self.destination(destination), fn, what="read")
 
     async def aclose(self) -> None:
         connectors: list[Destination | Source] = [
@@ -324,7 +329,7 @@ class Engine:
             wanted = [d.key for d in desired]
             known = {k: r.version for k, r in recorded.items()}
             current = await self.executor.with_retries(
-                dest, lambda: dest.list_current(wanted, known), what="list"
+                dest, lambda: dest.list_current(wanted, known), what="list", whole_listing=True
             )
         policy = planner.PlanPolicy(
             delete=spec.policy.delete,

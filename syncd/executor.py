@@ -8,6 +8,7 @@ and a state-store row written after every success, so a crash loses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +21,8 @@ from syncd.errors import AuthError, ConnectorError, RetryableError
 from syncd.logging import get_logger
 from syncd.model import Action, Change, ItemOutcome, Plan, Record
 from syncd.state.base import StateStore
+
+_IN_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar("syncd_in_slot", default=False)
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -117,44 +120,80 @@ class Executor:
         return self._limiters[key]
 
     async def call(
-        self, dest: Destination, fn: Callable[[], Awaitable[Any]], *, write: bool = False
+        self,
+        dest: Destination,
+        fn: Callable[[], Awaitable[Any]],
+        *,
+        write: bool = False,
+        whole_listing: bool = False,
     ) -> Any:
         """One platform call under the destination's concurrency, pacing and timeout.
-        Exceptions come out classified."""
+        Exceptions come out classified.
+
+        ``whole_listing``: ``fn`` is a listing that may make many calls, each of which takes
+        a concurrency slot itself (``BaseDestination.read``); it holds no slot and gets the
+        destination's ``list_timeout``."""
         lim = self.limiter(dest)
+        if whole_listing:
+            timeout = float(getattr(dest.config, "list_timeout", 600.0))
+            return await self._timed(dest, fn, timeout)
         timeout = float(getattr(dest.config, "timeout", 30.0))
+        if _IN_SLOT.get():
+            # a read made inside a call that already holds a slot (a check that lists):
+            # taking a second slot could deadlock at concurrency 1
+            return await self._timed(dest, fn, timeout)
         async with lim.semaphore:
             if write and lim.pacer is not None:
                 await lim.pacer.wait()
+            token = _IN_SLOT.set(True)
             try:
-                return await asyncio.wait_for(fn(), timeout=timeout)
-            except TimeoutError:
-                raise RetryableError(f"no answer within {timeout:g}s") from None
-            except ConnectorError:
-                raise
-            except Exception as exc:
-                raise dest.classify(exc) from exc
+                return await self._timed(dest, fn, timeout)
+            finally:
+                _IN_SLOT.reset(token)
+
+    async def _timed(
+        self, dest: Destination, fn: Callable[[], Awaitable[Any]], timeout: float
+    ) -> Any:
+        try:
+            return await asyncio.wait_for(fn(), timeout=timeout)
+        except TimeoutError:
+            raise RetryableError(f"no answer within {timeout:g}s") from None
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise dest.classify(exc) from exc
 
     async def with_retries(
-        self, dest: Destination, fn: Callable[[], Awaitable[Any]], *, what: str
+        self,
+        dest: Destination,
+        fn: Callable[[], Awaitable[Any]],
+        *,
+        what: str,
+        whole_listing: bool = False,
     ) -> Any:
         """A read (listing, check) retried as the policy says."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self.call(dest, fn)
+                return await self.call(dest, fn, whole_listing=whole_listing)
             except RetryableError as exc:
+                if getattr(exc, "exhausted", False):
+                    raise  # an inner read already spent its retries
+                final: RetryableError | None = None
                 if exc.retry_after is not None and exc.retry_after > self.retry.max_server_delay:
-                    raise type(exc)(
+                    final = type(exc)(
                         f"{what}: {exc} (the platform asked to wait {exc.retry_after:g}s)",
                         retry_after=exc.retry_after,
-                    ) from exc
-                if attempt >= self.retry.attempts:
-                    raise type(exc)(
+                    )
+                elif attempt >= self.retry.attempts:
+                    final = type(exc)(
                         f"{what}: {exc} (gave up after {attempt} attempts)",
                         retry_after=exc.retry_after,
-                    ) from exc
+                    )
+                if final is not None:
+                    final.exhausted = True  # type: ignore[attr-defined]
+                    raise final from exc
                 self.on_retry(dest.name)
                 delay = self.retry.delay(attempt, exc.retry_after, self.rng)
                 get_logger().warning(

@@ -186,3 +186,21 @@ async def test_fingerprint_key_file_is_private(tmp_path: Path) -> None:
     mode = stat.S_IMODE(os.stat(tmp_path / "fingerprint.key").st_mode)
     assert mode == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "state.db").st_mode) == 0o600
+
+
+async def test_a_throttled_page_is_retried_alone_not_the_whole_listing(tmp_path: Path) -> None:
+    wb = Workbench(
+        tmp_path,
+        {"mem": {"type": "memory", "platform": "p1", "page_size": 3, "concurrency": 1}},
+        source=VALUES,
+    )
+    await wb.pair()  # 10 keys created
+    p = platform("p1")
+    p.throttle_page, p.retry_after = 2, 4.0
+    wb.clock.advance(7200)  # a drift check lists 4 pages
+    wb.hooks.calls.clear()
+    pair = await wb.pair()
+    assert pair.result == "ok" and pair.plan is not None and pair.plan.listed
+    assert wb.hooks.calls[("mem", "list", "ok")] == 5  # 4 pages + the one retried page
+    assert wb.clock.sleeps[-1] == 4.0
+    assert pair.counts.get("writes", 0) == 0

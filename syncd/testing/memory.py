@@ -3,6 +3,7 @@ and fault injection (throttling, permanent errors, a crash after k writes)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -28,6 +29,7 @@ class MemoryPlatform:
         self.reject: set[str] = set()
         self.crash_after: int | None = None
         self.auth_broken = False
+        self.throttle_page: int | None = None  # throttle this page of a listing, once
 
     def put(self, key: str, value: str) -> int:
         self.data[key] = value
@@ -46,6 +48,7 @@ class MemoryConfig(DestinationConfig):
     type: Literal["memory"] = "memory"
     platform: str = "default"
     write_only: bool = False
+    page_size: int | None = None
 
 
 class MemoryDestination(BaseDestination):
@@ -75,14 +78,27 @@ class MemoryDestination(BaseDestination):
     async def list_current(
         self, keys: Sequence[str] | None = None, known: Mapping[str, str | None] | None = None
     ) -> Mapping[str, RemoteEntry]:
+        names = sorted(self.p.data)
+        size = self.config.page_size or max(1, len(names))
+        pages = [names[i : i + size] for i in range(0, len(names), size)] or [[]]
+        out: dict[str, RemoteEntry] = {}
+        for n, page in enumerate(pages):
+            out.update(await self.read(functools.partial(self._page, n, page)))
+        return out
+
+    async def _page(self, n: int, names: list[str]) -> dict[str, RemoteEntry]:
         self._gate("list")
+        if self.p.throttle_page == n:
+            self.p.throttle_page = None
+            raise RateLimited("HTTP 429 on a listing page", retry_after=self.p.retry_after)
         return {
             k: RemoteEntry(
                 k,
-                None if self.config.write_only else SecretValue(v),
+                None if self.config.write_only else SecretValue(self.p.data[k]),
                 version=str(self.p.versions[k]),
             )
-            for k, v in self.p.data.items()
+            for k in names
+            if k in self.p.data
         }
 
     async def upsert(self, changes: Sequence[Change]) -> Sequence[ItemOutcome]:
