@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import threading
@@ -355,11 +356,17 @@ class AwsClient:
     """
 
     def __init__(
-        self, service: str, config: AwsConfig, on_call: Callable[[str, str], None]
+        self,
+        service: str,
+        config: AwsConfig,
+        on_call: Callable[[str, str], None],
+        reader: Callable[[Callable[[], Awaitable[dict[str, Any]]]], Awaitable[dict[str, Any]]]
+        | None = None,
     ) -> None:
         self.service = service
         self.config = config
         self.on_call = on_call
+        self.reader = reader
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -368,6 +375,14 @@ class AwsClient:
             if self._client is None:
                 self._client = make_client(self.service, self.config)
             return self._client
+
+    async def read(self, operation: str, method: str, **kwargs: Any) -> dict[str, Any]:
+        """A read inside a listing: through the core, which gives it its own concurrency
+        slot, timeout and retries (``BaseDestination.read``)."""
+        job = functools.partial(self.call, operation, method, **kwargs)
+        if self.reader is None:
+            return await job()
+        return await self.reader(job)
 
     async def call(self, operation: str, method: str, **kwargs: Any) -> dict[str, Any]:
         """Run ``client.<method>(**kwargs)`` in a thread; count it as ``operation``."""

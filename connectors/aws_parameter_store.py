@@ -120,7 +120,7 @@ class ParameterStoreDestination(BaseDestination):
     def __init__(self, name: str, config: Any, context: ConnectorContext) -> None:
         super().__init__(name, config, context)
         self.path: str = config.path
-        self.aws = AwsClient("ssm", config, self.count)
+        self.aws = AwsClient("ssm", config, self.count, self.read)
         self._arn_len = _arn_prefix_length(config.region)
         wps = config.writes_per_second
         # limits that depend on this destination's options: an instance attribute the
@@ -178,7 +178,7 @@ class ParameterStoreDestination(BaseDestination):
             }
             if token:
                 kw["NextToken"] = token
-            page = await self.aws.call("list", "describe_parameters", **kw)
+            page = await self.aws.read("list", "describe_parameters", **kw)
             for p in page.get("Parameters", []):
                 name = str(p.get("Name", ""))
                 if name.startswith(self.path) and len(name) > len(self.path):
@@ -197,7 +197,7 @@ class ParameterStoreDestination(BaseDestination):
         """key → (decrypted value, the version read), for the keys that still exist."""
 
         async def batch(part: list[str]) -> dict[str, Any]:
-            return await self.aws.call(
+            return await self.aws.read(
                 "get",
                 "get_parameters",
                 Names=[self.name_of(k) for k in part],
@@ -233,7 +233,10 @@ class ParameterStoreDestination(BaseDestination):
         if unknown:
             tag_maps = await gather_limited(
                 self.config.concurrency,
-                [functools.partial(self._tags_of, self.name_of(k)) for k in unknown],
+                [
+                    functools.partial(self.read, functools.partial(self._tags_of, self.name_of(k)))
+                    for k in unknown
+                ],
             )
             owners = {k: owner_of(t) for k, t in zip(unknown, tag_maps, strict=True)}
 

@@ -148,7 +148,7 @@ class SecretsManagerDestination(BaseDestination):
 
     def __init__(self, name: str, config: Any, context: ConnectorContext) -> None:
         super().__init__(name, config, context)
-        self.aws = AwsClient("secretsmanager", config, self.count)
+        self.aws = AwsClient("secretsmanager", config, self.count, self.read)
         self.bundle = config.mapping == "bundle"
         self.prefix: str = config.prefix or ""
         self._lock = asyncio.Lock()
@@ -230,7 +230,7 @@ class SecretsManagerDestination(BaseDestination):
             }
             if token:
                 kw["NextToken"] = token
-            page = await self.aws.call("list", "list_secrets", **kw)
+            page = await self.aws.read("list", "list_secrets", **kw)
             for s in page.get("SecretList", []):
                 name = str(s.get("Name", ""))
                 # the name filter matches a prefix; keep exactly ours
@@ -259,7 +259,7 @@ class SecretsManagerDestination(BaseDestination):
                 kw: dict[str, Any] = {"SecretIdList": [self.name_of(k) for k in part]}
                 if token:
                     kw["NextToken"] = token
-                r = await self.aws.call("get", "batch_get_secret_value", **kw)
+                r = await self.aws.read("get", "batch_get_secret_value", **kw)
                 got.extend(r.get("SecretValues", []))
                 got.extend({"_error": e} for e in r.get("Errors", []))
                 token = r.get("NextToken")

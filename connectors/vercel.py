@@ -25,6 +25,7 @@ encrypted and plain ones are read (``decrypt=true``) and compared.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -359,12 +360,18 @@ class VercelDestination(BaseDestination):
             params["decrypt"] = "true"
         out: list[dict[str, Any]] = []
         seen_cursors: set[str] = set()
-        while True:
+
+        async def page(page_params: dict[str, str]) -> httpx.Response:
             resp = await self._call(
-                "list", "GET", f"/v10/projects/{self._project_path}/env", params=params
+                "list", "GET", f"/v10/projects/{self._project_path}/env", params=page_params
             )
             if not resp.is_success:
                 raise self._failure(resp, "list variables")
+            return resp
+
+        while True:
+            # each page goes through the core: a throttled page is retried alone
+            resp = await self.read(functools.partial(page, dict(params)))
             body = self._json(resp)
             if isinstance(body, list):
                 envs, nxt = body, None
