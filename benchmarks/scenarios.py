@@ -93,10 +93,10 @@ class ScaledExecutor(Executor):
         finally:
             _current.reset(token)
 
-    async def with_retries(self, dest: Destination, fn: Any, *, what: str) -> Any:
+    async def with_retries(self, dest: Destination, fn: Any, **kw: Any) -> Any:
         token = _current.set(dest.name)
         try:
-            return await super().with_retries(dest, fn, what=what)
+            return await super().with_retries(dest, fn, **kw)
         finally:
             _current.reset(token)
 
