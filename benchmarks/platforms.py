@@ -149,7 +149,7 @@ SOURCE_LATENCY = 0.100
 
 TOKENS = {
     "GH_TOKEN": "ghp_fake_token_for_tests",
-    "GL_TOKEN": "glpat-fake-0123456789abcdef",
+    "GL_TOKEN": "benchmark-gitlab-token",
     "VERCEL_TOKEN": "vercel-test-token",
     "NETLIFY_TOKEN": "nf-test-token",
     "INFISICAL_CLIENT_ID": "client-id-1",

@@ -116,6 +116,35 @@ def classify_response(
     return PermanentError(text)
 
 
+class BearerClient:
+    """The lazily created client of a REST destination authenticating with a bearer token
+    (``config.api_url``, ``config.token``, ``config.timeout``)."""
+
+    context: ConnectorContext
+    config: Any
+    _client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = make_client(
+                self.context,
+                self.config.api_url,
+                headers={
+                    "Authorization": f"Bearer {self.config.token.get_secret_value()}",
+                    "Accept": "application/json",
+                    "User-Agent": "syncd",
+                },
+                timeout=float(self.config.timeout),
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
 async def counted_request(
     client: httpx.AsyncClient,
     count: Callable[[str, str], None],

@@ -49,11 +49,11 @@ import httpx
 from pydantic import SecretStr, field_validator, model_validator
 
 from connectors._http import (
+    BearerClient,
     classify_exception,
     classify_response,
     counted_request,
     json_or_none,
-    make_client,
 )
 from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
 from syncd.errors import AuthError, ConflictError, ConnectorError, PermanentError, RateLimited
@@ -261,7 +261,7 @@ class _Exists(Exception):
     """The variable exists already (a create was refused): set its values instead."""
 
 
-class NetlifyDestination(BaseDestination):
+class NetlifyDestination(BearerClient, BaseDestination):
     kind: ClassVar[str] = "netlify"
     Config: ClassVar[type[NetlifyConfig]] = NetlifyConfig
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -297,26 +297,6 @@ class NetlifyDestination(BaseDestination):
         """Destinations writing through one token share one concurrency budget."""
         who = hashlib.sha256(self.config.token.get_secret_value().encode()).hexdigest()[:16]
         return f"netlify:{self.config.api_url.lower()}:{who}"
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = make_client(
-                self.context,
-                self.config.api_url,
-                headers={
-                    "Authorization": f"Bearer {self.config.token.get_secret_value()}",
-                    "Accept": "application/json",
-                    "User-Agent": "syncd",
-                },
-                timeout=float(self.config.timeout),
-            )
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     def _params(self) -> dict[str, str]:
         return {"site_id": self.config.site_id} if self.config.site_id else {}

@@ -36,11 +36,11 @@ import httpx
 from pydantic import SecretStr, field_validator, model_validator
 
 from connectors._http import (
+    BearerClient,
     classify_exception,
     classify_response,
     counted_request,
     json_or_none,
-    make_client,
 )
 from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
 from syncd.errors import (
@@ -240,7 +240,7 @@ class Scope:
         return f"{text} on branch {self.branch}" if self.branch else text
 
 
-class VercelDestination(BaseDestination):
+class VercelDestination(BearerClient, BaseDestination):
     kind: ClassVar[str] = "vercel"
     Config: ClassVar[type[VercelConfig]] = VercelConfig
     # the class-level description is that of the default value_type (sensitive); every
@@ -274,26 +274,6 @@ class VercelDestination(BaseDestination):
         self._located: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ plumbing
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = make_client(
-                self.context,
-                self.config.api_url,
-                headers={
-                    "Authorization": f"Bearer {self.config.token.get_secret_value()}",
-                    "Accept": "application/json",
-                    "User-Agent": "syncd",
-                },
-                timeout=float(self.config.timeout),
-            )
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     def _params(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         params = dict(extra or {})
