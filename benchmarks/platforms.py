@@ -78,7 +78,7 @@ PLATFORMS: tuple[PlatformSpec, ...] = (
     PlatformSpec(
         "ssm",
         "aws-parameter-store",
-        "connectors.aws_parameter_store",
+        "syncd.connectors.aws_parameter_store",
         "moto",
         latency=0.040,
         scale=1.0,
@@ -88,7 +88,7 @@ PLATFORMS: tuple[PlatformSpec, ...] = (
     PlatformSpec(
         "asm",
         "aws-secrets-manager",
-        "connectors.aws_secrets_manager",
+        "syncd.connectors.aws_secrets_manager",
         "moto",
         latency=0.040,
         scale=1.0,
@@ -102,7 +102,7 @@ PLATFORMS: tuple[PlatformSpec, ...] = (
     PlatformSpec(
         "github",
         "github",
-        "connectors.github",
+        "syncd.connectors.github",
         "tests.fakes.github_server",
         latency=0.150,
         scale=10.0,
@@ -116,7 +116,7 @@ PLATFORMS: tuple[PlatformSpec, ...] = (
     PlatformSpec(
         "gitlab",
         "gitlab",
-        "connectors.gitlab",
+        "syncd.connectors.gitlab",
         "tests.fakes.gitlab_server",
         latency=0.150,
         scale=1.0,
@@ -126,7 +126,7 @@ PLATFORMS: tuple[PlatformSpec, ...] = (
     PlatformSpec(
         "vercel",
         "vercel",
-        "connectors.vercel",
+        "syncd.connectors.vercel",
         "tests.fakes.vercel_api",
         latency=0.200,
         scale=5.0,
@@ -136,7 +136,7 @@ PLATFORMS: tuple[PlatformSpec, ...] = (
     PlatformSpec(
         "netlify",
         "netlify",
-        "connectors.netlify",
+        "syncd.connectors.netlify",
         "tests.fakes.netlify_api",
         latency=0.150,
         scale=2.0,

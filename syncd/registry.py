@@ -65,7 +65,7 @@ def load(group: str, kind: str) -> Any:
     try:
         return eps[kind].load()
     except ImportError as exc:
-        if (exc.name or "").startswith("connectors"):
+        if (exc.name or "").startswith("syncd.connectors"):
             raise ConnectorNotFound(f"the {kind} {what} is not part of this build") from exc
         extra = EXTRAS.get(kind, kind)
         raise ConnectorNotFound(

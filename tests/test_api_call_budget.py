@@ -224,13 +224,13 @@ def _netlify(tmp: Path, stack: ExitStack) -> Harness:
 
 
 HARNESSES: dict[str, tuple[str, Callable[[Path, ExitStack], Harness]]] = {
-    "dotenv": ("connectors.dotenv", _dotenv),
-    "aws-parameter-store": ("connectors.aws_parameter_store", _ssm),
-    "aws-secrets-manager": ("connectors.aws_secrets_manager", _asm),
-    "github": ("connectors.github", _github),
-    "gitlab": ("connectors.gitlab", _gitlab),
-    "vercel": ("connectors.vercel", _vercel),
-    "netlify": ("connectors.netlify", _netlify),
+    "dotenv": ("syncd.connectors.dotenv", _dotenv),
+    "aws-parameter-store": ("syncd.connectors.aws_parameter_store", _ssm),
+    "aws-secrets-manager": ("syncd.connectors.aws_secrets_manager", _asm),
+    "github": ("syncd.connectors.github", _github),
+    "gitlab": ("syncd.connectors.gitlab", _gitlab),
+    "vercel": ("syncd.connectors.vercel", _vercel),
+    "netlify": ("syncd.connectors.netlify", _netlify),
 }
 
 

@@ -16,10 +16,10 @@ import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 from moto import mock_aws
 
-from connectors._aws import classify
-from connectors.aws_parameter_store import ParameterStoreDestination
 from syncd.config import load_config
 from syncd.connector import ConnectorContext
+from syncd.connectors._aws import classify
+from syncd.connectors.aws_parameter_store import ParameterStoreDestination
 from syncd.errors import (
     AuthError,
     ConfigErrors,

@@ -17,9 +17,9 @@ import yaml
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from connectors.aws_secrets_manager import SecretsManagerDestination
 from syncd.config import load_config
 from syncd.connector import ConnectorContext
+from syncd.connectors.aws_secrets_manager import SecretsManagerDestination
 from syncd.errors import ConfigErrors
 from syncd.testing.conformance import DestinationConformance
 from syncd.testing.workbench import Workbench

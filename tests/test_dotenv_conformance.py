@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from dotenv import dotenv_values
 
-from connectors.dotenv import DotenvDestination, quote
+from syncd.connectors.dotenv import DotenvDestination, quote
 from syncd.errors import RateLimited
 from syncd.testing.conformance import DestinationConformance
 

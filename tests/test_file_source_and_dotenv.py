@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from connectors.dotenv import DotenvConfig, DotenvDestination, quote
-from connectors.sources.file import FileSource, FileSourceConfig
 from syncd.connector import ConnectorContext
+from syncd.connectors.dotenv import DotenvConfig, DotenvDestination, quote
+from syncd.connectors.sources.file import FileSource, FileSourceConfig
 from syncd.errors import SourceReadError
 from syncd.testing import Workbench
 

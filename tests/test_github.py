@@ -15,13 +15,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from connectors.github import (
+from syncd.connector import ConnectorContext
+from syncd.connectors.github import (
     MAX_VALUE_BYTES,
     GitHubConfig,
     GitHubDestination,
     rate_limit_delay,
 )
-from syncd.connector import ConnectorContext
 from syncd.errors import AuthError, ConfigErrors, PermanentError
 from syncd.testing.conformance import DestinationConformance
 from syncd.testing.workbench import Workbench

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors.gitlab import GitLabDestination, managed_by, mask_problem
 from syncd.connector import ConnectorContext
+from syncd.connectors.gitlab import GitLabDestination, managed_by, mask_problem
 from syncd.errors import AuthError, ConfigErrors, PermanentError
 from syncd.testing import Workbench
 from syncd.testing.conformance import DestinationConformance

@@ -13,14 +13,14 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from connectors.sources.infisical import (
+from syncd.config import load_config
+from syncd.connector import ConnectorContext
+from syncd.connectors.sources.infisical import (
     CLOCK_KEY,
     WALL_CLOCK_KEY,
     InfisicalSource,
     InfisicalSourceConfig,
 )
-from syncd.config import load_config
-from syncd.connector import ConnectorContext
 from syncd.errors import ConfigErrors, SourceReadError
 from syncd.testing import FakeClock, Workbench
 from syncd.webhooks import sign_infisical, verify_infisical

@@ -163,7 +163,7 @@ def test_unimportable_connectors_are_listed_not_fatal(
     real = registry.installed
 
     def installed(group: str) -> list[Any]:
-        extra = registry.ConnectorInfo(group, "nowhere", "connectors.nowhere:Nothing")
+        extra = registry.ConnectorInfo(group, "nowhere", "syncd.connectors.nowhere:Nothing")
         return [*real(group), extra]
 
     monkeypatch.setattr(registry, "installed", installed)

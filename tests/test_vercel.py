@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors.vercel import VercelDestination, mark
 from syncd.cli import main
 from syncd.config import load_config
 from syncd.connector import ConnectorContext
+from syncd.connectors.vercel import VercelDestination, mark
 from syncd.errors import ConfigErrors, PermanentError
 from syncd.testing.conformance import DestinationConformance
 from syncd.testing.workbench import Workbench

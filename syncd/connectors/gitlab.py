@@ -43,8 +43,8 @@ from gitlab.exceptions import GitlabError, RedirectError
 from gitlab.utils import EncodedId
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from connectors._http import server_delay
 from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
+from syncd.connectors._http import server_delay
 from syncd.errors import (
     AuthError,
     ConflictError,

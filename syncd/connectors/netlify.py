@@ -48,14 +48,14 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr, field_validator, model_validator
 
-from connectors._http import (
+from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
+from syncd.connectors._http import (
     BearerClient,
     classify_exception,
     classify_response,
     counted_request,
     json_or_none,
 )
-from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
 from syncd.errors import AuthError, ConflictError, ConnectorError, PermanentError, RateLimited
 from syncd.model import Action, Change, ItemOutcome, RemoteEntry, SecretValue
 

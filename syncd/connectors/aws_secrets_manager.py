@@ -36,7 +36,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator, model_validator
 
-from connectors._aws import (
+from syncd.connector import BaseDestination, Capabilities, ConnectorContext
+from syncd.connectors._aws import (
     TAG_MANAGED_BY,
     TAG_MANAGED_VALUE,
     AwsClient,
@@ -50,7 +51,6 @@ from connectors._aws import (
     tag_list,
     tags_dict,
 )
-from syncd.connector import BaseDestination, Capabilities, ConnectorContext
 from syncd.errors import ConflictError, ConnectorError, KeyRejected, RetryableError
 from syncd.model import Action, Change, ItemOutcome, RemoteEntry, SecretValue
 

@@ -27,9 +27,9 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from connectors._http import error_detail, make_client, server_delay
 from syncd.config_types import Duration
 from syncd.connector import BaseSource, ConnectorContext, SourceConfig
+from syncd.connectors._http import error_detail, make_client, server_delay
 from syncd.errors import SourceReadError
 from syncd.logging import get_logger, redactor
 from syncd.model import SecretValue, Snapshot, SourceEntry

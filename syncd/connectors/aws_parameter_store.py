@@ -27,7 +27,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator
 
-from connectors._aws import (
+from syncd.connector import BaseDestination, Capabilities, ConnectorContext
+from syncd.connectors._aws import (
     TAG_MANAGED_BY,
     TAG_MANAGED_VALUE,
     TAG_SYNC,
@@ -41,7 +42,6 @@ from connectors._aws import (
     tag_list,
     tags_dict,
 )
-from syncd.connector import BaseDestination, Capabilities, ConnectorContext
 from syncd.errors import ConflictError, ConnectorError
 from syncd.model import Action, Change, ItemOutcome, RemoteEntry, SecretValue
 

@@ -30,8 +30,8 @@ from github import Auth, Github, GithubException
 from nacl.public import PublicKey, SealedBox
 from pydantic import SecretStr, field_validator, model_validator
 
-from connectors._http import server_delay
 from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
+from syncd.connectors._http import server_delay
 from syncd.errors import (
     AuthError,
     ConflictError,
