@@ -406,6 +406,61 @@ async def test_two_syncs_on_different_contexts_never_delete_each_others_values(
     assert "OTHER" in api.vars["site-1"]
 
 
+@pytest.mark.parametrize("together", [True, False], ids=["one-once", "one-after-the-other"])
+async def test_two_syncs_from_two_sources_share_a_variable_by_context(
+    tmp_path: Path, together: bool
+) -> None:
+    """Sync ``production`` and sync ``preview`` write SHARED_KEY, each its own value from its
+    own source, into its own context of one site: the second adds its value to the
+    variable the first created (never a second create), re-runs write nothing, and a key
+    one sync lets go loses only that sync's value."""
+    api = NetlifyAPI()
+    prod, preview = ("production", None), ("deploy-preview", None)
+    preview_file = tmp_path / "preview.yaml"
+    preview_file.write_text("SHARED_KEY: preview-value-77aa\n")
+    wb = Workbench(
+        tmp_path,
+        {
+            "site-prod": dest(api, contexts=["production"]),
+            "site-preview": dest(api, contexts=["deploy-preview"]),
+        },
+        source={"SHARED_KEY": "prod-value-11bb", "ONLY_PROD": "p-22cc"},
+        sync={"to": ["site-prod"]},
+        defaults={"max_delete_fraction": 1.0},
+        extra_sources={"previews": {"type": "file", "path": str(preview_file)}},
+        extra_syncs=[{"name": "preview", "from": "previews", "to": ["site-preview"]}],
+        env={"NETLIFY_TOKEN": api.token},
+        context_extra={"httpx_transport": api.transport},
+    )
+    if together:
+        results = await wb.once()
+    else:
+        results = [*await wb.once(syncs=["main"]), *await wb.once(syncs=["preview"])]
+    assert [p.result for r in results for p in r.pairs] == ["ok", "ok"], [
+        r.pairs[0].problems for r in results
+    ]
+    assert api.slots("SHARED_KEY") == {prod: "prod-value-11bb", preview: "preview-value-77aa"}
+    assert api.calls("PUT") == 0  # neither replaced the other's value
+
+    # a re-run of either writes nothing, at a drift check too
+    for advance in (0.0, wb.config().syncs[0].policy.drift_check + 1):
+        wb.clock.advance(advance)
+        writes = api.writes
+        for name in ("main", "preview"):
+            (result,) = await wb.once(syncs=[name])
+            assert result.ok and result.pairs[0].counts.get("unchanged", 0) >= 1
+        assert api.writes == writes
+
+    # the preview sync lets SHARED_KEY go: production's value stays
+    preview_file.write_text("OTHER: o-33dd\n")
+    (result,) = await wb.once(syncs=["preview"])
+    assert result.ok
+    assert api.slots("SHARED_KEY") == {prod: "prod-value-11bb"}
+    assert api.slots("OTHER") == {preview: "o-33dd"}
+    (result,) = await wb.once(syncs=["main"])
+    assert result.ok and result.pairs[0].counts.get("unchanged") == 2
+
+
 async def test_values_in_other_contexts_are_left_alone(tmp_path: Path) -> None:
     api = NetlifyAPI()
     api.put("API_KEY", {"dev": "local-dev-value"}, is_secret=True)

@@ -510,7 +510,7 @@ class NetlifyDestination(BearerClient, BaseDestination):
     async def _create(self, changes: Sequence[Change]) -> dict[str, str | None]:
         body = [self._var_body(c.key, _desired(c)) for c in changes]
         resp = await self._call("create", "POST", self._path, json=body)
-        if resp.status_code == 409:
+        if _already_exists(resp):
             raise _Exists()
         if not resp.is_success:
             what = changes[0].key if len(changes) == 1 else f"{len(changes)} variables"
@@ -664,6 +664,18 @@ class NetlifyDestination(BearerClient, BaseDestination):
         left = {s: i for s, i in var.ids.items() if s not in mine}
         values = {s: v for s, v in var.values.items() if s not in mine}
         self._remember(replace(var, ids=left, values=values), c.key)
+
+
+def _already_exists(resp: httpx.Response) -> bool:
+    """Netlify refuses a create naming an existing key with ``400 Environment variable KEY
+    already exists`` (a 409 is taken the same way)."""
+    if resp.status_code == 409:
+        return True
+    if resp.status_code != 400:
+        return False
+    data = json_or_none(resp)
+    message = data.get("message") if isinstance(data, Mapping) else None
+    return isinstance(message, str) and "already exists" in message.lower()
 
 
 def _desired(c: Change) -> SecretValue:

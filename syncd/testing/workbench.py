@@ -76,6 +76,7 @@ class Workbench:
         env: Mapping[str, str] | None = None,
         context_extra: Mapping[str, Any] | None = None,
         extra_syncs: Sequence[Mapping[str, Any]] = (),
+        extra_sources: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,10 @@ class Workbench:
             "version": 1,
             "state": {"url": f"sqlite:///{self.root / 'state.db'}"},
             "defaults": dict(defaults or {}),
-            "sources": {"src": {"type": "file", "path": str(self.secrets_file)}},
+            "sources": {
+                "src": {"type": "file", "path": str(self.secrets_file)},
+                **{k: dict(v) for k, v in (extra_sources or {}).items()},
+            },
             "destinations": {k: dict(v) for k, v in destinations.items()},
             "syncs": [
                 {"name": "main", "from": "src", "to": list(destinations), **dict(sync or {})},

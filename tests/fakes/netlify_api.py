@@ -413,7 +413,8 @@ class NetlifyAPI:
             raise Problem(422, "a key is listed twice")
         for v in new:
             if v.key in store:
-                raise Problem(409, f"{v.key} already exists")
+                # Netlify refuses the whole create with a 400 (not a 409)
+                raise Problem(400, f"Environment variable {v.key} already exists")
         for v in new:
             self._touch(v)
             store[v.key] = v
