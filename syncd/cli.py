@@ -163,7 +163,7 @@ def print_plan(results: Sequence[SyncResult], out: TextIO) -> None:
                 continue
             how = "destination listed" if p.plan.listed else "from the state store"
             print(f"{r.name} → {p.destination} ({how})", file=out)
-            rows = [(c.key, str(c.action), c.reason) for c in p.plan.changes]
+            rows = [(c.label, str(c.action), c.reason) for c in p.plan.changes]
             if not rows:
                 print("  (nothing in scope)", file=out)
             width = max([len("KEY")] + [len(k) for k, _, _ in rows])

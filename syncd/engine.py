@@ -50,10 +50,10 @@ class PairResult:
         if self.plan is not None:
             for c in self.plan.changes:
                 if c.action in (Action.BLOCKED, Action.CONFLICT):
-                    out.append((c.key, str(c.action), c.reason))
+                    out.append((c.label, str(c.action), c.reason))
         if self.outcome is not None:
             for f in self.outcome.failed:
-                out.append((f.change.key, "failed", f.message))
+                out.append((f.change.label, "failed", f.message))
         return out
 
     @property
@@ -270,7 +270,7 @@ class Engine:
             pr.plan = plan
             for c in plan.changes:
                 if c.drift:
-                    log.warning("drift", key=c.key, reason=c.reason)
+                    log.warning("drift", **c.log_fields(), reason=c.reason)
             if plan.refused:
                 pr.result, pr.error = "refused", plan.refused
                 log.error("deletion guard", reason=plan.refused)

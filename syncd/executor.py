@@ -213,12 +213,22 @@ class Executor:
             self._record(plan, change, None)
             log.info(
                 "change",
-                key=change.key,
+                **change.log_fields(),
                 action=str(change.action),
                 outcome="recorded",
                 attempt=0,
                 reason=change.reason,
             )
+        for change in plan.changes:
+            if change.action in (Action.BLOCKED, Action.CONFLICT):
+                log.warning(
+                    "change",
+                    **change.log_fields(),
+                    action=str(change.action),
+                    outcome=str(change.action),
+                    attempt=0,
+                    reason=change.reason,
+                )
         caps = dest.capabilities
         batches: list[tuple[str, list[Change]]] = []
         ups, dels = plan.upserts, plan.deletes
@@ -261,7 +271,7 @@ class Executor:
                         out.applied.append(c)
                         log.info(
                             "change",
-                            key=c.key,
+                            **c.log_fields(),
                             action=str(c.action),
                             outcome="applied",
                             attempt=attempt,
@@ -297,7 +307,7 @@ class Executor:
                     out.failed.append(ItemFailure(c, msg, type(err).__name__))
                     log.warning(
                         "change",
-                        key=c.key,
+                        **c.log_fields(),
                         action=str(c.action),
                         outcome="failed",
                         attempt=attempt,

@@ -153,6 +153,25 @@ class Change:
     # drop the state-store row (the key is gone at the destination already)
     forget: bool = False
 
+    @property
+    def source_key(self) -> str | None:
+        """The source's name for the key (``path + key``) where it differs from the
+        destination's (a template, upper-casing, a prefix)."""
+        if self.desired is None or self.desired.source_ref == self.key:
+            return None
+        return self.desired.source_ref
+
+    @property
+    def label(self) -> str:
+        """The key as a user searches for it: ``has-dash (as HAS-DASH)``."""
+        ref = self.source_key
+        return self.key if ref is None else f"{ref} (as {self.key})"
+
+    def log_fields(self) -> dict[str, str]:
+        """``key`` (the destination's name) and, where it differs, ``source_key``."""
+        ref = self.source_key
+        return {"key": self.key} if ref is None else {"key": self.key, "source_key": ref}
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -76,12 +76,13 @@ def test_quickstart_end_to_end(quickstart: Path) -> None:
     rc, out, _ = run(quickstart, "plan")
     assert rc == 0
     rows = [line.split() for line in out.splitlines() if line.startswith("  ")]
-    actions = {r[0]: r[1] for r in rows if len(r) > 1 and r[1] in ("noop", "update", "create")}
+    kinds = ("noop", "update", "create")
+    actions = {r[0]: next(t for t in r if t in kinds) for r in rows if set(r) & set(kinds)}
     assert actions == {
         "API_TOKEN": "update",
         "DATABASE_URL": "noop",
         "LOG_LEVEL": "noop",
-        "STRIPE_KEY": "noop",
+        "payments/STRIPE_KEY": "noop",  # shown as "payments/STRIPE_KEY (as STRIPE_KEY)"
     }
     assert "1 write planned" in out
     assert "rotated-api-token-abcdef" not in out
@@ -117,6 +118,38 @@ def test_once_reports_failed_keys_and_exits_1(
     )
     assert env_file(quickstart) == {"GOOD_KEY": "good-value-123"}
     assert "bad-value-456" not in out
+
+
+def test_a_renamed_key_is_reported_by_its_source_name_and_its_destination_name(
+    quickstart: Path,
+) -> None:
+    """With a key template the destination's name differs from the source's: every report
+    names the source key the user searches for, and what it became."""
+    cfg = quickstart / "quickstart.yaml"
+    cfg.write_text(
+        cfg.read_text().replace(
+            "    to: [local-env]\n", '    to: [local-env]\n    key_template: "APP_{key}"\n'
+        )
+    )
+    (quickstart / "secrets.yaml").write_text("GOOD_KEY: good-value-123\nhas-dash: bad-value-456\n")
+
+    rc, out, err = run(quickstart, "plan")
+    assert rc == 0, err
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "has-dash (as APP_has-dash)" in lines["has-dash"] and "blocked" in lines["has-dash"]
+    assert "GOOD_KEY (as APP_GOOD_KEY)" in lines["GOOD_KEY"]
+
+    rc, out, err = run(quickstart, "--log-format", "json", "once")
+    assert rc == 1
+    assert "quickstart → local-env: has-dash (as APP_has-dash): blocked: invalid key name" in out
+    events = [json.loads(line) for line in err.splitlines()]
+    changes = {e["key"]: e for e in events if e["event"] == "change"}
+    assert changes["APP_has-dash"]["source_key"] == "has-dash"
+    assert changes["APP_has-dash"]["outcome"] == "blocked"
+    assert changes["APP_GOOD_KEY"]["source_key"] == "GOOD_KEY"
+    assert changes["APP_GOOD_KEY"]["outcome"] == "applied"
+    assert env_file(quickstart) == {"APP_GOOD_KEY": "good-value-123"}
+    assert "bad-value-456" not in out + err
 
 
 def test_deletion_guard_refuses_then_force_applies(

@@ -242,12 +242,21 @@ async def test_names_are_checked_before_any_call(fake: FakeGitHub, tmp_path: Pat
     assert pair.result == "failed"
     problems = {(k, kind): msg for k, kind, msg in pair.problems}
     blocked = sorted(k for k, kind in problems if kind == "blocked")
-    assert blocked == ["1ST_KEY", "DB_URL", "GITHUB_SHA", "GITHUB_TOKEN", "HAS-DASH"]
+    # each named as the source names it, with GitHub's upper-cased name where it differs
+    assert blocked == [
+        "1ST_KEY",
+        "DB_URL",
+        "GITHUB_SHA",
+        "db_url (as DB_URL)",
+        "github_token (as GITHUB_TOKEN)",
+        "has-dash (as HAS-DASH)",
+    ]
     collisions = [c for c in pair.plan.changes if c.key == "DB_URL"] if pair.plan else []
     assert len(collisions) == 2
     for c in collisions:
         assert "'db_url'" in c.reason and "'DB_URL'" in c.reason
     assert "GITHUB_" in problems[("GITHUB_SHA", "blocked")]
+    assert "invalid key name" in problems[("has-dash (as HAS-DASH)", "blocked")]
     # GitHub stores names upper-case; only the two valid keys were sent
     assert fake.plaintext(repo_scope(REPO)) == {
         "_PRIVATE": "underscore-first",
