@@ -11,8 +11,16 @@ from typing import Any, TextIO
 
 from syncd import __version__, registry
 from syncd.config import Config, load_config
+from syncd.config_types import parse_duration
 from syncd.engine import Engine, Hooks, PairResult, SyncResult, failures
-from syncd.errors import ConfigError, ConfigErrors, ConnectorError, SourceReadError
+from syncd.errors import (
+    ConfigError,
+    ConfigErrors,
+    ConnectorError,
+    SourceReadError,
+    StateError,
+    StateVersionError,
+)
 from syncd.logging import configure, redactor
 from syncd.settings import Settings
 from syncd.state import Fingerprinter, StateStore, open_store
@@ -70,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="apply deletions the max_delete_fraction / empty-source guards refuse",
     )
+    p.add_argument(
+        "--lock-timeout",
+        type=_duration,
+        metavar="D",
+        help="wait this long (30s, 5m) for a pair another process is running "
+        "(default: state.lock_timeout, 0s)",
+    )
     p = add("plan", "what `once` would do, per key and destination, without values")
     p.add_argument("--sync", action="append", metavar="NAME", help="only this sync (repeatable)")
     p = add("validate", "check the config")
@@ -79,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", "the last run of every (sync, destination) from the state store")
     add("connectors", "installed connectors and their capabilities")
     return parser
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -127,6 +149,9 @@ class Progress(Hooks):
 def summarize(results: Sequence[SyncResult], out: TextIO) -> None:
     for r in results:
         for p in r.pairs:
+            if p.result == "busy":
+                print(f"{r.name} → {p.destination}: {p.error}", file=out)
+                continue
             c = p.counts
             parts = [f"{c.get(k, 0)} {k}" for k in ("created", "updated", "deleted", "adopted")]
             extra = [
@@ -148,8 +173,10 @@ def summarize(results: Sequence[SyncResult], out: TextIO) -> None:
                 + f" ({c.get('writes', 0)} write call{'' if c.get('writes', 0) == 1 else 's'})",
                 file=out,
             )
+    busy = {(r.name, p.destination) for r in results for p in r.pairs if p.result == "busy"}
     for sync, dest, key, msg in failures(results):
-        print(f"  {sync} → {dest}: {key}: {redactor.scrub(msg)}", file=out)
+        if (sync, dest) not in busy:
+            print(f"  {sync} → {dest}: {key}: {redactor.scrub(msg)}", file=out)
 
 
 def print_plan(results: Sequence[SyncResult], out: TextIO) -> None:
@@ -186,7 +213,7 @@ async def _engine_run(
     if not dry_run and sys.stderr.isatty():
         total = sum(len(cfg.sync(n).destinations) for n in (names or cfg.sync_names))
         hooks = Progress(total, sys.stderr)
-    engine = Engine(cfg, state, fp, hooks=hooks)
+    engine = Engine(cfg, state, fp, hooks=hooks, lock_timeout=getattr(args, "lock_timeout", None))
     try:
         return await engine.run(names, force=getattr(args, "force", False), dry_run=dry_run)
     finally:
@@ -321,6 +348,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print_config_errors(ConfigErrors([exc]), config_path, sys.stderr)
         return EXIT_CONFIG
+    except StateVersionError as exc:
+        print(f"syncd: {redactor.scrub(str(exc))}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StateError as exc:
+        print(f"syncd: {redactor.scrub(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     parser.error(f"unknown command {args.command}")

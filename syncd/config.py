@@ -30,7 +30,16 @@ class _Model(BaseModel):
 
 class StateSection(_Model):
     url: str | None = None
-    """``sqlite:///PATH`` (default: ``state.db`` under SYNCD_STATE_DIR) or ``postgresql://…``."""
+    """``sqlite:///PATH`` (default: ``state.db`` under SYNCD_STATE_DIR) or ``postgresql://…``
+    (several ``syncd run`` replicas then share the syncs)."""
+    lock_timeout: Duration = 0.0
+    """How long ``syncd once`` waits for a (sync, destination) pair another process is
+    running before reporting it ``busy`` (exit 1, nothing written). ``--lock-timeout``
+    overrides it."""
+    lease: Duration = Field(default=30.0, ge=2.0)
+    """How long a process's hold on a pair survives without a heartbeat (sent every quarter
+    of it). A process paused or cut off from the store longer than this loses its pairs to
+    the others, and stops writing before its next write."""
 
 
 class ServerSection(_Model):
@@ -183,6 +192,7 @@ class Config:
     destinations: dict[str, ConnectorSpec]
     syncs: list[SyncSpec]
     secrets: set[str] = field(default_factory=set)
+    state: StateSection = field(default_factory=StateSection)
 
     def sync(self, name: str) -> SyncSpec:
         for s in self.syncs:
@@ -502,4 +512,5 @@ def build_config(raw: dict[str, Any], file: Path, env: typing.Mapping[str, str])
         destinations,
         syncs,
         {s for s in secrets if s},
+        envelope.state,
     )

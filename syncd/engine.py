@@ -15,7 +15,8 @@ from typing import Any
 from syncd import mapping, planner
 from syncd.config import Config, SyncSpec
 from syncd.connector import ConnectorContext, Destination, Source
-from syncd.errors import ConnectorError, SourceReadError
+from syncd.coordination import Coordinator, Hold, Holder, acquire
+from syncd.errors import ConnectorError, SourceReadError, StateError
 from syncd.executor import Executor, PairOutcome
 from syncd.logging import get_logger, redactor
 from syncd.model import Action, Plan, Snapshot
@@ -33,6 +34,10 @@ class Hooks:
 
     def source_read(self, source: str, ok: bool, snapshot: Snapshot | None) -> None: ...
 
+    def lock_wait(self, sync: str, destination: str) -> None: ...
+
+    def busy(self, sync: str, destination: str) -> None: ...
+
 
 @dataclass
 class PairResult:
@@ -40,8 +45,9 @@ class PairResult:
     destination: str
     plan: Plan | None = None
     outcome: PairOutcome | None = None
-    result: str = "ok"  # ok | failed | refused | source-failed | error
+    result: str = "ok"  # ok | failed | refused | source-failed | error | busy | lost
     error: str | None = None
+    holder: Holder | None = None  # busy: the process holding the pair
 
     @property
     def problems(self) -> list[tuple[str, str, str]]:
@@ -117,9 +123,18 @@ class Engine:
         hooks: Hooks | None = None,
         now: Callable[[], datetime] | None = None,
         context_extra: dict[str, Any] | None = None,
+        coordinator: Coordinator | None = None,
+        lock_timeout: float | None = None,
     ) -> None:
         self.config = config
         self.state = state
+        # the pair locks: shared with the caller (the daemon's, across reloads), or this
+        # engine's own, opened at its first write run and closed with it
+        self._coordinator = coordinator
+        self._owns_coordinator = coordinator is None
+        self.lock_timeout = (
+            float(config.state.lock_timeout) if lock_timeout is None else float(lock_timeout)
+        )
         self.fingerprint = fingerprint
         self.hooks = hooks or Hooks()
         self.now = now or (lambda: datetime.now(UTC))
@@ -154,7 +169,16 @@ class Engine:
         """One read inside a connector's listing: its own slot, timeout and retries."""
         return await self.executor.with_retries(self.destination(destination), fn, what="read")
 
+    @property
+    def coordinator(self) -> Coordinator:
+        if self._coordinator is None:
+            self._coordinator = self.state.coordinator(lease=float(self.config.state.lease))
+        return self._coordinator
+
     async def aclose(self) -> None:
+        if self._owns_coordinator and self._coordinator is not None:
+            self._coordinator.close()
+            self._coordinator = None
         connectors: list[Destination | Source] = [
             *self._destinations.values(),
             *self._sources.values(),
@@ -237,8 +261,11 @@ class Engine:
                 pr = PairResult(spec.name, d, result="source-failed", error=msg)
                 if not dry_run:
                     now = self.now()
-                    run_id = self.state.start_run(spec.name, d, now)
-                    self.state.finish_run(run_id, now, pr.result, {}, msg)
+                    try:
+                        run_id = self.state.start_run(spec.name, d, now)
+                        self.state.finish_run(run_id, now, pr.result, {}, msg)
+                    except StateError as err:
+                        log.error("run not recorded: state store", error=str(err))
                 result.pairs.append(pr)
             return result
         result.pairs = list(
@@ -263,8 +290,54 @@ class Engine:
         started = time.monotonic()
         log = get_logger(sync=spec.name, destination=dest_name)
         pr = PairResult(spec.name, dest_name)
-        run_id = None if dry_run else self.state.start_run(spec.name, dest_name, self.now())
+        hold: Hold | None = None
+        if not dry_run:
+            try:
+                got, waited = await acquire(
+                    self.coordinator,
+                    spec.name,
+                    dest_name,
+                    timeout=self.lock_timeout,
+                    sleep=self.executor.sleep,
+                    clock=self.executor.clock,
+                )
+            except StateError as exc:
+                pr.result, pr.error = "error", f"could not take the pair: {exc}"
+                log.error("pair not run", error=pr.error)
+                self.hooks.pair_done(pr, time.monotonic() - started)
+                return pr
+            if waited:
+                self.hooks.lock_wait(spec.name, dest_name)
+            if isinstance(got, Holder):
+                pr.result, pr.holder = "busy", got
+                pr.error = f"busy: held by {got.describe()}; nothing was written"
+                self.hooks.busy(spec.name, dest_name)
+                log.warning("pair busy", holder=got.describe())
+                self.hooks.pair_done(pr, time.monotonic() - started)
+                return pr
+            hold = got
         try:
+            return await self._run_held(spec, dest_name, snap, pr, hold, started, force, dry_run)
+        finally:
+            if hold is not None:
+                self.coordinator.release(hold)
+
+    async def _run_held(
+        self,
+        spec: SyncSpec,
+        dest_name: str,
+        snap: Snapshot,
+        pr: PairResult,
+        hold: Hold | None,
+        started: float,
+        force: bool,
+        dry_run: bool,
+    ) -> PairResult:
+        log = get_logger(sync=spec.name, destination=dest_name)
+        run_id: int | None = None
+        try:
+            if not dry_run:
+                run_id = self.state.start_run(spec.name, dest_name, self.now())
             dest = self.destination(dest_name)
             plan = await self.make_plan(spec, dest, snap, force=force)
             pr.plan = plan
@@ -275,8 +348,14 @@ class Engine:
                 pr.result, pr.error = "refused", plan.refused
                 log.error("deletion guard", reason=plan.refused)
             elif not dry_run:
-                pr.outcome = await self.executor.apply(plan, dest)
-                if pr.problems:
+                pr.outcome = await self.executor.apply(
+                    plan, dest, fence=hold.check if hold is not None else None
+                )
+                if pr.outcome.lost:
+                    pr.result = "lost"
+                    pr.error = f"stopped: this process {pr.outcome.lost}"
+                    log.error("pair stopped: hold lost", reason=pr.outcome.lost)
+                elif pr.problems:
                     pr.result = "failed"
             elif pr.problems:
                 pr.result = "failed"
@@ -287,12 +366,18 @@ class Engine:
         except ConnectorError as exc:
             pr.result, pr.error = "error", f"{type(exc).__name__}: {exc}"
             log.error("pair failed", error=pr.error)
+        except StateError as exc:
+            pr.result, pr.error = "error", str(exc)
+            log.error("pair failed: state store", error=pr.error)
         except Exception as exc:  # a connector bug must not take the other pairs down
             pr.result, pr.error = "error", f"unexpected {type(exc).__name__}: {exc}"
             log.exception("pair crashed")
         if run_id is not None:
             err = pr.error or ("; ".join(f"{k}: {m}" for k, _, m in pr.problems[:5]) or None)
-            self.state.finish_run(run_id, self.now(), pr.result, pr.counts, err)
+            try:
+                self.state.finish_run(run_id, self.now(), pr.result, pr.counts, err)
+            except StateError as exc:
+                log.error("run not recorded: state store", error=str(exc))
         self.hooks.pair_done(pr, time.monotonic() - started)
         (log.debug if dry_run else log.info)("pair done", result=pr.result, **pr.counts)
         return pr

@@ -5,6 +5,8 @@
     SyncdError
     ├── ConfigError            the config is wrong: exit 2, name the YAML path
     ├── SourceReadError        a source did not answer in full: plan nothing, delete nothing
+    ├── StateError             the state store cannot be used now (unreachable, locked)
+    │   └── StateVersionError  the store was written by a newer syncd: exit 2
     └── ConnectorError         a destination call failed; the executor decides what next
         ├── RetryableError     try again after ``retry_after`` (server-given) or backoff
         │   └── RateLimited    the platform throttled us
@@ -48,6 +50,14 @@ class SourceReadError(SyncdError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StateError(SyncdError):
+    """The state store could not be read or written (unreachable, locked too long)."""
+
+
+class StateVersionError(StateError):
+    """The state store's schema is newer than this syncd: refuse it rather than guess."""
 
 
 class ConnectorError(SyncdError):

@@ -60,6 +60,10 @@ class Pacer:
             self._next = now + self.interval
 
 
+class Fenced(Exception):
+    """The pair's hold can no longer be trusted: the write was not sent."""
+
+
 @dataclass
 class ItemFailure:
     change: Change
@@ -73,6 +77,7 @@ class PairOutcome:
     failed: list[ItemFailure] = field(default_factory=list)
     retries: int = 0
     write_calls: int = 0
+    lost: str | None = None  # the run stopped: this process no longer holds the pair
 
 
 class Limiter:
@@ -126,9 +131,11 @@ class Executor:
         *,
         write: bool = False,
         whole_listing: bool = False,
+        fence: Callable[[], str | None] | None = None,
     ) -> Any:
         """One platform call under the destination's concurrency, pacing and timeout.
-        Exceptions come out classified.
+        Exceptions come out classified. ``fence`` is asked last, right before the call:
+        a reason from it raises :class:`Fenced` and nothing is sent.
 
         ``whole_listing``: ``fn`` is a listing that may make many calls, each of which takes
         a concurrency slot itself (``BaseDestination.read``); it holds no slot and gets the
@@ -145,6 +152,8 @@ class Executor:
         async with lim.semaphore:
             if write and lim.pacer is not None:
                 await lim.pacer.wait()
+            if fence is not None and (why := fence()) is not None:
+                raise Fenced(why)
             token = _IN_SLOT.set(True)
             try:
                 return await self._timed(dest, fn, timeout)
@@ -206,9 +215,28 @@ class Executor:
                 )
                 await self.sleep(delay)
 
-    async def apply(self, plan: Plan, dest: Destination) -> PairOutcome:
+    async def apply(
+        self,
+        plan: Plan,
+        dest: Destination,
+        *,
+        fence: Callable[[], str | None] | None = None,
+    ) -> PairOutcome:
+        """Apply the plan. ``fence`` is asked before every write (and before recording
+        without a write): a reason from it means another process may own the pair now,
+        so nothing more is written and every key not yet applied fails with that reason."""
         out = PairOutcome()
         log = get_logger(sync=plan.sync, destination=plan.destination)
+
+        def fenced() -> bool:
+            if out.lost is None and fence is not None:
+                out.lost = fence()
+            return out.lost is not None
+
+        if fenced():
+            for change in [*plan.bookkeeping, *plan.writes]:
+                out.failed.append(ItemFailure(change, f"not applied: {out.lost}", "lost"))
+            return out
         for change in plan.bookkeeping:
             self._record(plan, change, None)
             log.info(
@@ -247,17 +275,28 @@ class Executor:
                     for c in pending:
                         out.failed.append(ItemFailure(c, auth_failed[0], "auth"))
                     return
+                if fenced():
+                    for c in pending:
+                        out.failed.append(ItemFailure(c, f"not applied: {out.lost}", "lost"))
+                    return
                 fn = dest.upsert if op == "upsert" else dest.delete
                 items = pending
                 try:
-                    out.write_calls += 1
                     outcomes: Sequence[ItemOutcome] = await self.call(
-                        dest, functools.partial(fn, items), write=True
+                        dest, functools.partial(fn, items), write=True, fence=fence
                     )
+                    out.write_calls += 1
+                except Fenced as exc:
+                    out.lost = out.lost or str(exc)
+                    for c in pending:
+                        out.failed.append(ItemFailure(c, f"not applied: {out.lost}", "lost"))
+                    return
                 except AuthError as exc:
+                    out.write_calls += 1
                     auth_failed.append(f"authentication or permission error: {exc}")
                     continue
                 except ConnectorError as exc:
+                    out.write_calls += 1
                     outcomes = [ItemOutcome(c.key, error=exc) for c in pending]
                 by_key = {o.key: o for o in outcomes}
                 retry: list[Change] = []

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd.model import Record
+
+if TYPE_CHECKING:
+    from syncd.coordination import Coordinator
 
 
 @dataclass(frozen=True)
@@ -59,5 +62,9 @@ class StateStore(Protocol):
     def last_runs(self) -> list[RunRow]: ...
 
     def ping(self) -> None: ...
+
+    def coordinator(self, **kw: Any) -> Coordinator:
+        """The pair locks (and, where shared, the replicas) of this store."""
+        ...
 
     def close(self) -> None: ...

@@ -1,19 +1,30 @@
 """A PostgreSQL state store, for several replicas sharing one state (and one fingerprint
-key file, given to each with SYNCD_FINGERPRINT_KEY_FILE)."""
+key file, given to each with SYNCD_FINGERPRINT_KEY_FILE).
+
+Versioned (``syncd_meta.schema_version``): an older store is migrated in place, a newer one
+refused. Pair locks and the replica registry are in :mod:`syncd.state.postgres_locks`."""
 
 from __future__ import annotations
 
 import json
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from syncd.errors import StateError, StateVersionError
 from syncd.model import Record
 from syncd.state.base import PairMeta, RunRow
 
-SCHEMA = """
+if TYPE_CHECKING:
+    from syncd.state.postgres_locks import PostgresCoordinator
+
+SCHEMA_VERSION = 2
+MIGRATION_LOCK = 0x73796E6364  # "syncd": one migrating process at a time
+
+# version 1: the tables of the first release (no meta table)
+V1 = """
 CREATE TABLE IF NOT EXISTS syncd_records (
     sync TEXT NOT NULL,
     destination TEXT NOT NULL,
@@ -43,18 +54,105 @@ CREATE TABLE IF NOT EXISTS syncd_runs (
 );
 CREATE INDEX IF NOT EXISTS syncd_runs_pair ON syncd_runs (sync, destination, id);
 """
+# version 2: the version row; who holds each pair's advisory lock; the replicas
+V2 = """
+CREATE TABLE IF NOT EXISTS syncd_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS syncd_holds (
+    sync TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    since TIMESTAMPTZ NOT NULL,
+    lock_hi BIGINT NOT NULL,
+    lock_lo BIGINT NOT NULL,
+    PRIMARY KEY (sync, destination)
+);
+CREATE TABLE IF NOT EXISTS syncd_replicas (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL,
+    heartbeat_at TIMESTAMPTZ NOT NULL,
+    lock_hi BIGINT NOT NULL,
+    lock_lo BIGINT NOT NULL
+);
+"""
+MIGRATIONS = {1: V1, 2: V2}
+
+
+def schema_version(db: psycopg.Connection[Any]) -> int:
+    tables = {
+        r[0]
+        for r in db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+    }
+    if "syncd_meta" in tables:
+        row = db.execute("SELECT value FROM syncd_meta WHERE name='schema_version'").fetchone()
+        if row is not None:
+            return int(row[0])
+    return 1 if "syncd_records" in tables else 0
+
+
+def migrate(db: psycopg.Connection[Any], where: str) -> int:
+    """Bring the store to SCHEMA_VERSION in one transaction (under an advisory lock, so
+    replicas starting together migrate it once); refuse a newer one."""
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        found = schema_version(db)
+        if found > SCHEMA_VERSION:
+            raise StateVersionError(
+                f"state store {where} has schema version {found}, written by a newer syncd; "
+                f"this syncd knows versions up to {SCHEMA_VERSION}: upgrade syncd, or point "
+                "state.url at another store"
+            )
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            db.execute(MIGRATIONS[version])
+        if found < SCHEMA_VERSION:
+            db.execute(
+                "INSERT INTO syncd_meta (name, value) VALUES ('schema_version', %s) "
+                "ON CONFLICT (name) DO UPDATE SET value=EXCLUDED.value",
+                (str(SCHEMA_VERSION),),
+            )
+    return found
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://…"
+    host = info.get("host") or "localhost"
+    port = info.get("port") or "5432"
+    return f"postgresql://{info.get('user') or ''}@{host}:{port}/{info.get('dbname') or ''}"
 
 
 class PostgresStore:
     def __init__(self, url: str) -> None:
+        self.url = url
+        self.where = redact_url(url)
         self._lock = threading.Lock()
-        self._db = psycopg.connect(url, autocommit=True)
-        with self._lock:
-            self._db.execute(SCHEMA)
+        try:
+            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self.migrated_from = migrate(self._db, self.where)
+        except psycopg.Error as exc:
+            raise StateError(f"state store {self.where}: {_first_line(exc)}") from None
 
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
         with self._lock:
-            return self._db.execute(sql, args)
+            try:
+                if self._db.closed:
+                    self._db = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+                return self._db.execute(sql, args)
+            except psycopg.Error as exc:
+                raise StateError(f"state store {self.where}: {_first_line(exc)}") from None
+
+    def coordinator(self, **kw: Any) -> PostgresCoordinator:
+        from syncd.state.postgres_locks import PostgresCoordinator
+
+        return PostgresCoordinator(self.url, **kw)
 
     def records(self, sync: str, destination: str) -> dict[str, Record]:
         rows = self._exec(
@@ -148,3 +246,8 @@ class PostgresStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

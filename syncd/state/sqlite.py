@@ -1,4 +1,10 @@
-"""The default state store: one SQLite file, a commit per applied change."""
+"""The default state store: one SQLite file, a commit per applied change.
+
+Versioned: ``meta.schema_version``. A store written by an older syncd is migrated in place
+(in one ``BEGIN IMMEDIATE`` transaction, so two processes opening it together migrate it
+once); a store written by a newer syncd is refused. Every connection waits for a busy
+database (``busy_timeout``) instead of failing, and a store that stays locked past that
+comes out as a :class:`~syncd.errors.StateError` with a message, never a traceback."""
 
 from __future__ import annotations
 
@@ -6,14 +12,23 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from syncd.errors import StateError, StateVersionError
 from syncd.model import Record
 from syncd.state.base import PairMeta, RunRow
 
-SCHEMA = """
+if TYPE_CHECKING:
+    from syncd.state.sqlite_locks import SqliteCoordinator
+
+SCHEMA_VERSION = 2
+BUSY_TIMEOUT_MS = 30_000
+
+# version 1: the tables of the first release (no meta table)
+V1 = """
 CREATE TABLE IF NOT EXISTS records (
     sync TEXT NOT NULL,
     destination TEXT NOT NULL,
@@ -43,6 +58,25 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_pair ON runs (sync, destination, id);
 """
+# version 2: the version row, and the leases that give each pair one writer
+V2 = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    sync TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    local_key TEXT NOT NULL,
+    since TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    token INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (sync, destination)
+);
+"""
+MIGRATIONS = {1: V1, 2: V2}
+
+T = TypeVar("T")
 
 
 def _ts(dt: datetime | None) -> str | None:
@@ -53,23 +87,85 @@ def _dt(s: str | None) -> datetime | None:
     return datetime.fromisoformat(s) if s else None
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection that waits for a busy database rather than failing at once."""
+    db = sqlite3.connect(
+        path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return db
+
+
+def guarded(path: Path, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except sqlite3.OperationalError as exc:
+        raise StateError(f"state store {path}: {exc}") from None
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "meta" in tables:
+        row = db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
+        if row is not None:
+            return int(row[0])
+    return 1 if "records" in tables else 0
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> int:
+    """Bring the store to SCHEMA_VERSION in one transaction; refuse a newer one."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        found = schema_version(db)
+        if found > SCHEMA_VERSION:
+            raise StateVersionError(
+                f"state store {path} has schema version {found}, written by a newer syncd; "
+                f"this syncd knows versions up to {SCHEMA_VERSION}: upgrade syncd, or point "
+                "state.url at another store"
+            )
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        if found < SCHEMA_VERSION:
+            db.execute(
+                "INSERT INTO meta (name, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value=excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+        db.execute("COMMIT")
+        return found
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class SqliteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists()
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        if fresh:
-            os.chmod(self.path, 0o600)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
+
+        def open_db() -> sqlite3.Connection:
+            db = connect(self.path)
+            if fresh:
+                os.chmod(self.path, 0o600)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self.migrated_from = migrate(db, self.path)
+            return db
+
+        self._db = guarded(self.path, open_db)
 
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
-            return self._db.execute(sql, args)
+            return guarded(self.path, lambda: self._db.execute(sql, args))
+
+    def coordinator(self, **kw: Any) -> SqliteCoordinator:
+        from syncd.state.sqlite_locks import SqliteCoordinator
+
+        return SqliteCoordinator(self.path, **kw)
 
     def records(self, sync: str, destination: str) -> dict[str, Record]:
         rows = self._exec(
