@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,26 +12,15 @@ from syncd.errors import ConfigError
 from syncd.model import Record
 from syncd.state import Fingerprinter, StateStore, open_store
 
-PG_URL = os.environ.get("SYNCD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def _postgres() -> StateStore:
-    psycopg = pytest.importorskip("psycopg")
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError:
-        pytest.skip("no PostgreSQL reachable at SYNCD_TEST_POSTGRES_URL")
-    admin.execute(f"CREATE SCHEMA {schema}")
-    admin.close()
-    sep = "&" if "?" in PG_URL else "?"
-    return open_store(f"{PG_URL}{sep}options=-csearch_path%3D{schema}", Path("."))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    s = open_store(None, tmp_path) if request.param == "sqlite" else _postgres()
+    if request.param == "sqlite":
+        s = open_store(None, tmp_path)
+    else:
+        s = open_store(request.getfixturevalue("pg_url"), Path("."))
     yield s
     s.close()
 

@@ -31,9 +31,20 @@ class Fingerprinter:
         file = Path(path)
         file.parent.mkdir(parents=True, exist_ok=True)
         if not file.exists():
-            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # written aside, then linked into place: processes starting together on a new
+            # state folder agree on one key, and none reads a half-written file
+            tmp = file.with_name(f".{file.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(secrets.token_bytes(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, file)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
         data = file.read_bytes()
         if len(data) < 16:
             raise ConfigError("", f"fingerprint key file {file} is too short (corrupt?)")

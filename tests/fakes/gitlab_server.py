@@ -16,6 +16,9 @@ It enforces the documented rules syncd relies on:
 - ``PRIVATE-TOKEN`` authentication (401) and the role needed (403: Maintainer for a
   project, Owner for a group);
 - throttling: 429 with ``Retry-After`` and ``RateLimit-*`` headers, as GitLab sends them.
+
+Tests can hold every write at a gate (a platform that is slow right now), to make two
+processes overlap on one pair for certain.
 """
 
 from __future__ import annotations
@@ -112,6 +115,10 @@ class FakeGitLab:
         self.fail_next: list[int] = []  # statuses the next requests answer with (502, 503...)
         self.retry_after: str | None = "2"
         self.reset_in: float = 3.0
+        # a slow platform on demand: writes wait for ``write_gate`` (when set) before they
+        # are handled; ``write_seen`` is set as the first one arrives
+        self.write_gate: threading.Event | None = None
+        self.write_seen = threading.Event()
         self.lock = threading.RLock()
         self._next_id = 1
         self._server: ThreadingHTTPServer | None = None
@@ -247,6 +254,11 @@ class FakeGitLab:
             token = auth[len("Bearer ") :]
         if token != self.token:
             raise ApiError(401, {"message": "401 Unauthorized"})
+        if method != "GET":
+            self.write_seen.set()
+            gate = self.write_gate
+            if gate is not None and not gate.wait(timeout=60):
+                raise ApiError(503, "<html>gate never opened</html>")
         with self.lock:
             if self.throttle_next > 0:
                 self.throttle_next -= 1
