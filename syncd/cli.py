@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -91,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--online", action="store_true", help="also check every credential, source and target"
     )
-    add("status", "the last run of every (sync, destination) from the state store")
+    p = add("status", "the last run of every (sync, destination) from the state store")
+    p.add_argument("--json", action="store_true", help="the same as JSON (schema 1)")
     add("connectors", "installed connectors and their capabilities")
     return parser
 
@@ -248,25 +251,45 @@ async def _validate_online(cfg: Config, settings: Settings, out: TextIO) -> int:
     return EXIT_CONFIG if bad else EXIT_OK
 
 
-def cmd_status(cfg: Config, settings: Settings, out: TextIO) -> int:
+def cmd_status(cfg: Config, settings: Settings, out: TextIO, as_json: bool = False) -> int:
+    from syncd import status
+
     state, _ = open_state(cfg, settings)
+    coordinator = state.coordinator(lease=float(cfg.state.lease), heartbeat_thread=False)
     try:
-        rows = state.last_runs()
+        report = status.collect(cfg, state, coordinator)
     finally:
+        coordinator.close()
         state.close()
-    if not rows:
-        print("no runs recorded yet", file=out)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2), file=out)
         return EXIT_OK
-    print(
-        f"{'SYNC':<20} {'DESTINATION':<20} {'RESULT':<13} {'WHEN (UTC)':<20} COUNTS / LAST ERROR",
-        file=out,
-    )
-    for r in rows:
-        when = (r.ended_at or r.started_at).strftime("%Y-%m-%d %H:%M:%S")
-        counts = ", ".join(f"{v} {k}" for k, v in sorted(r.counts.items()) if v) or "-"
-        print(f"{r.sync:<20} {r.destination:<20} {r.result:<13} {when:<20} {counts}", file=out)
-        if r.error:
-            print(f"{'':<20} {'':<20} {'':<13} {'':<20} last error: {r.error}", file=out)
+    if all(p.last_run is None and p.holder is None for p in report.pairs):
+        print("no runs recorded yet", file=out)
+    else:
+        print(
+            f"{'SYNC':<20} {'DESTINATION':<20} {'RESULT':<13} {'WHEN (UTC)':<20} "
+            "COUNTS / LAST ERROR",
+            file=out,
+        )
+    pad = f"{'':<20} {'':<20} {'':<13} {'':<20}"
+    for p in report.pairs:
+        r = p.last_run
+        if r is None and p.holder is None:
+            continue
+        result = r.result if r is not None else "-"
+        when = (r.ended_at or r.started_at).strftime("%Y-%m-%d %H:%M:%S") if r else "-"
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(r.counts.items()) if v) if r else ""
+        print(f"{p.sync:<20} {p.destination:<20} {result:<13} {when:<20} {counts or '-'}", file=out)
+        if r is not None and r.error:
+            print(f"{pad} last error: {r.error}", file=out)
+        if p.holder is not None:
+            print(f"{pad} running now: {p.holder.describe()}", file=out)
+    if report.replicas:
+        print(f"replicas ({len(report.replicas)} live):", file=out)
+        for rep in report.replicas:
+            seen = rep.heartbeat_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+            print(f"  {rep.id}  host {rep.host} pid {rep.pid}  heartbeat {seen} UTC", file=out)
     return EXIT_OK
 
 
@@ -332,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return EXIT_OK
         if args.command == "status":
-            return cmd_status(cfg, settings, out)
+            return cmd_status(cfg, settings, out, as_json=args.json)
         if args.command == "plan":
             results = asyncio.run(_engine_run(cfg, settings, args, dry_run=True))
             print_plan(results, out)

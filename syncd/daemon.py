@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import signal
 import socket
@@ -23,8 +24,9 @@ from typing import Any
 
 from syncd.config import Config, SyncSpec, load_config
 from syncd.connector import Source
+from syncd.coordination import HEARTBEAT_SHARE, Coordinator, owner
 from syncd.engine import Engine, Hooks
-from syncd.errors import ConfigError, ConfigErrors
+from syncd.errors import ConfigError, ConfigErrors, StateError
 from syncd.logging import get_logger, redactor
 from syncd.metrics import Metrics, MetricsHooks
 from syncd.model import Snapshot
@@ -49,7 +51,13 @@ first; a signal delivered twice at once (terminal plus a forwarding wrapper) dra
 READY_TIMEOUT = 2.0
 """How long /readyz waits for the state store to answer."""
 
+BUSY_POLL = 1.0
+"""How often a pair found busy is looked at again (PostgreSQL also says when it is freed)."""
+
 CHANGE_REASONS = frozenset({"webhook", "file"})
+TRIGGER_CHANNEL = "syncd_trigger"
+REPLICAS_CHANNEL = "syncd_replicas"
+RELEASED_CHANNEL = "syncd_released"
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,8 @@ class Trigger:
         return self
 
 
-Runner = Callable[[str, Trigger, dict[str, Snapshot]], Awaitable[None]]
+Runner = Callable[[str, Trigger, dict[str, Snapshot]], Awaitable[float | None]]
+"""Runs one sync; may return how soon (seconds) it should run again instead of its period."""
 
 
 @dataclass
@@ -242,14 +251,16 @@ class Scheduler:
             return await self._drain()
 
     async def _run(self, slot: _Slot, trig: Trigger, cache: dict[str, Snapshot]) -> None:
+        again: float | None = None
         try:
-            await self.runner(slot.name, trig, cache)
+            again = await self.runner(slot.name, trig, cache)
         except Exception:  # a bug in one run must not stop the others
             self.log.exception("sync run crashed", sync=slot.name)
         finally:
             slot.running = False
             spread = 1.0 + self.jitter * (2.0 * self.rng() - 1.0)
-            slot.next_due = self.clock() + slot.period * spread
+            period = slot.period * spread
+            slot.next_due = self.clock() + (min(again, period) if again is not None else period)
             self._wake.set()
 
     async def _drain(self) -> bool:
@@ -329,10 +340,17 @@ class Daemon:
         watch_interval: float = FILE_WATCH_INTERVAL,
         file_settle: float = FILE_SETTLE,
         drain_timeout: float = DRAIN_TIMEOUT,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.config = config
         self.state = state
         self.fingerprint = fingerprint
+        self.coordinator = coordinator or state.coordinator(lease=float(config.state.lease))
+        self._live: list[str] = []
+        self._waiting: dict[str, set[str]] = {}  # sync -> destinations found busy
+        self._members_changed = asyncio.Event()
+        self._freed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.metrics = metrics or Metrics()
         self.hooks = MetricsHooks(self.metrics, clock=clock, wall=wall)
         self.engine_factory = engine_factory or self._default_engine
@@ -361,7 +379,93 @@ class Daemon:
         self.scheduler.set_syncs({s.name: sync_period(s) for s in config.syncs}, reason="start")
 
     def _default_engine(self, cfg: Config, hooks: Hooks) -> Engine:
-        return Engine(cfg, self.state, self.fingerprint, hooks=hooks)
+        return Engine(cfg, self.state, self.fingerprint, hooks=hooks, coordinator=self.coordinator)
+
+    # ------------------------------------------------------------------ sharing the work
+
+    @property
+    def replica_id(self) -> str:
+        return self.coordinator.identity.id
+
+    def owns(self, sync: str) -> bool:
+        """Whether this replica runs ``sync``. Every sync, unless replicas share the state;
+        none while this replica cannot see itself among the live ones (no state store)."""
+        if not self.coordinator.shares_work:
+            return True
+        return owner(sync, self._live) == self.replica_id
+
+    def owned_pairs(self) -> int:
+        return sum(len(s.destinations) for s in self.config.syncs if self.owns(s.name))
+
+    async def refresh_replicas(self) -> list[str]:
+        """Read the live replicas; run at once the syncs this replica has just gained."""
+        before = {s.name for s in self.config.syncs if self.owns(s.name)}
+        try:
+            replicas = await asyncio.to_thread(self.coordinator.replicas)
+            live = sorted(r.id for r in replicas)
+        except StateError as exc:
+            self.log.error("cannot see the other replicas; running nothing", error=str(exc))
+            live = []
+        if self.draining:
+            live = [r for r in live if r != self.replica_id]
+        if live != self._live:
+            self.log.info("replicas", live=live, me=self.replica_id)
+        self._live = live
+        self.metrics.replicas.set(len(live))
+        self.metrics.pairs_owned.labels(self.replica_id).set(self.owned_pairs())
+        gained = [s.name for s in self.config.syncs if self.owns(s.name) and s.name not in before]
+        if gained and not self.draining:
+            self.log.info("taking syncs over", syncs=gained)
+            self.scheduler.trigger(gained, "takeover")
+        return gained
+
+    async def _watch_replicas(self) -> None:
+        every = self.coordinator.lease * HEARTBEAT_SHARE
+        while not self._stop.is_set():
+            await self.refresh_replicas()
+            self._members_changed.clear()
+            await _first(self.sleep(every), self._members_changed.wait(), self._stop.wait())
+
+    async def _watch_busy(self) -> None:
+        """Run a sync again as soon as the pairs it found busy are free."""
+        while not self._stop.is_set():
+            await _first(self.sleep(BUSY_POLL), self._freed.wait(), self._stop.wait())
+            self._freed.clear()
+            if not self._waiting or self._stop.is_set():
+                continue
+            try:
+                held = await asyncio.to_thread(self.coordinator.holders)
+            except StateError as exc:
+                self.log.warning("cannot read the pair holders", error=str(exc))
+                continue
+            free = [
+                name
+                for name, dests in self._waiting.items()
+                if not any((name, d) in held for d in dests)
+            ]
+            for name in free:
+                del self._waiting[name]
+            if free:
+                self.scheduler.trigger(free, "free")
+
+    def _on_notification(self, channel: str, payload: str) -> None:
+        """From the listener thread: hand the notification to the loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._notified, channel, payload)
+
+    def _notified(self, channel: str, payload: str) -> None:
+        if channel == TRIGGER_CHANNEL:
+            try:
+                data = json.loads(payload)
+            except ValueError:
+                return
+            sync, reason = str(data.get("sync", "")), str(data.get("reason", "webhook"))
+            if data.get("from") != self.replica_id and self.owns(sync):
+                self.scheduler.trigger([sync], reason)
+        elif channel == RELEASED_CHANNEL:
+            self._freed.set()
+        else:  # joins and leaves, or the listener (re)connected
+            self._members_changed.set()
 
     # ------------------------------------------------------------------ control
 
@@ -377,6 +481,13 @@ class Daemon:
         self._stop_requested_at = self.clock()
         self._stop.set()
         self.scheduler.stop()
+        if self.coordinator.shares_work:
+            # leave the replicas now: the others take the syncs over while this one drains
+            # (each pair it is still running is released, and announced, as its run ends)
+            try:
+                self.coordinator.deregister()
+            except StateError as exc:
+                self.log.warning("could not leave the replicas", error=str(exc))
 
     def request_reload(self) -> None:
         """SIGHUP: reload the config file (several requests in a row reload once)."""
@@ -399,9 +510,21 @@ class Daemon:
         return src
 
     def trigger_source(self, name: str, reason: str = "webhook") -> list[str]:
-        """Run every sync reading ``name`` at once."""
+        """Run every sync reading ``name`` at once: here when this replica owns it, else on
+        the replica that does (forwarded with NOTIFY)."""
         names = [s.name for s in self.config.syncs if s.source == name]
-        return self.scheduler.trigger(names, reason)
+        mine = [n for n in names if self.owns(n)]
+        started = self.scheduler.trigger(mine, reason)
+        for n in names:
+            if n in mine:
+                continue
+            payload = json.dumps({"sync": n, "reason": reason, "from": self.replica_id})
+            try:
+                self.coordinator.notify(TRIGGER_CHANNEL, payload)
+                started.append(n)
+            except StateError as exc:
+                self.log.error("could not hand a trigger to its replica", sync=n, error=str(exc))
+        return started
 
     async def readiness(self) -> Readiness:
         checks = {"config": "ok"}
@@ -409,8 +532,12 @@ class Daemon:
         if self.draining:
             checks["daemon"] = "draining"
             ok = False
+        if self.coordinator.shares_work and self.replica_id not in self._live:
+            checks["replica"] = "not among the live replicas"
+            ok = False
         try:
             await asyncio.wait_for(asyncio.to_thread(self.state.ping), READY_TIMEOUT)
+            await asyncio.wait_for(asyncio.to_thread(self.coordinator.ping), READY_TIMEOUT)
             checks["state"] = "ok"
         except TimeoutError:
             checks["state"] = f"no answer within {READY_TIMEOUT:g}s"
@@ -422,12 +549,17 @@ class Daemon:
 
     # ------------------------------------------------------------------ runs
 
-    async def _run_sync(self, name: str, trigger: Trigger, cache: dict[str, Snapshot]) -> None:
+    async def _run_sync(
+        self, name: str, trigger: Trigger, cache: dict[str, Snapshot]
+    ) -> float | None:
         engine = self.engine
         try:
             spec = engine.config.sync(name)
         except ConfigError:
-            return
+            return None
+        if not self.owns(name):
+            self.log.debug("sync run by another replica", sync=name, trigger=trigger.reason)
+            return None
         self.metrics.triggers.labels(name, trigger.reason).inc()
         if trigger.is_change:
             self.hooks.changed_at[name] = trigger.at
@@ -440,6 +572,16 @@ class Daemon:
                 # the engine reports pairs it planned; a failed source read ends them early
                 if p.result == "source-failed":
                     self.metrics.runs.labels(name, p.destination, p.result).inc()
+            busy = {p.destination for p in result.pairs if p.result == "busy"}
+            if busy:
+                # run again as soon as they are free (the watcher looks every BUSY_POLL)
+                self._waiting[name] = busy
+                self.log.info(
+                    "pairs busy elsewhere; will run when free", sync=name, destinations=sorted(busy)
+                )
+            else:
+                self._waiting.pop(name, None)
+            return None
         finally:
             self.hooks.changed_at.pop(name, None)
             self.metrics.in_flight.dec()
@@ -575,11 +717,23 @@ class Daemon:
 
         http: Any = None
         clean = False
+        self._loop = asyncio.get_running_loop()
+        if self.coordinator.shares_work:
+            await asyncio.to_thread(self.coordinator.register)
+            self.coordinator.listen(
+                (TRIGGER_CHANNEL, REPLICAS_CHANNEL, RELEASED_CHANNEL), self._on_notification
+            )
+            await self.refresh_replicas()
+        else:
+            self.metrics.pairs_owned.labels(self.replica_id).set(self.owned_pairs())
         try:
             async with asyncio.TaskGroup() as tg:
                 sched = tg.create_task(self.scheduler.run(), name="scheduler")
                 tg.create_task(self._watch_files(), name="file-watch")
                 tg.create_task(self._reload_loop(), name="reload")
+                tg.create_task(self._watch_busy(), name="busy-watch")
+                if self.coordinator.shares_work:
+                    tg.create_task(self._watch_replicas(), name="replicas")
                 if sock is not None:
                     http = _make_server(create_app(self))
                     tg.create_task(http.serve(sockets=[sock]), name="http")
@@ -595,6 +749,7 @@ class Daemon:
         finally:
             for engine in {self.engine, *self._retired}:
                 await engine.aclose()
+            await asyncio.to_thread(self.coordinator.close)
         self.log.info("syncd run stopped", clean=clean)
         return 0 if clean else 1
 

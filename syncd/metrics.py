@@ -132,6 +132,30 @@ class Metrics:
             {"version": __version__}
         )
 
+        self.pairs_owned = Gauge(
+            "syncd_pairs_owned",
+            "(sync, destination) pairs this replica runs (its share of the syncs)",
+            ["replica"],
+            registry=r,
+        )
+        self.replicas = Gauge(
+            "syncd_replicas",
+            "Live replicas sharing the state store, as this replica sees them",
+            registry=r,
+        )
+        self.lock_waits = Counter(
+            "syncd_lock_waits",
+            "Pair runs that waited for a pair another process was running",
+            ["sync", "destination"],
+            registry=r,
+        )
+        self.busy = Counter(
+            "syncd_busy",
+            "Pair runs skipped because another process held the pair",
+            ["sync", "destination"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
@@ -165,6 +189,12 @@ class MetricsHooks(Hooks):
 
     def source_read(self, source: str, ok: bool, snapshot: Snapshot | None) -> None:
         self.metrics.source_reads.labels(source, "ok" if ok else "failed").inc()
+
+    def lock_wait(self, sync: str, destination: str) -> None:
+        self.metrics.lock_waits.labels(sync, destination).inc()
+
+    def busy(self, sync: str, destination: str) -> None:
+        self.metrics.busy.labels(sync, destination).inc()
 
     def pair_done(self, result: PairResult, seconds: float) -> None:
         m = self.metrics

@@ -119,6 +119,7 @@ class FakeGitLab:
         # are handled; ``write_seen`` is set as the first one arrives
         self.write_gate: threading.Event | None = None
         self.write_seen = threading.Event()
+        self.writes_arrived = 0
         self.lock = threading.RLock()
         self._next_id = 1
         self._server: ThreadingHTTPServer | None = None
@@ -255,6 +256,8 @@ class FakeGitLab:
         if token != self.token:
             raise ApiError(401, {"message": "401 Unauthorized"})
         if method != "GET":
+            with self.lock:
+                self.writes_arrived += 1
             self.write_seen.set()
             gate = self.write_gate
             if gate is not None and not gate.wait(timeout=60):
