@@ -401,7 +401,7 @@ class Daemon:
         """Read the live replicas; run at once the syncs this replica has just gained."""
         before = {s.name for s in self.config.syncs if self.owns(s.name)}
         try:
-            replicas = await asyncio.to_thread(self.coordinator.replicas)
+            replicas = self.coordinator.replicas()  # one short query, like every state call
             live = sorted(r.id for r in replicas)
         except StateError as exc:
             self.log.error("cannot see the other replicas; running nothing", error=str(exc))
@@ -434,7 +434,7 @@ class Daemon:
             if not self._waiting or self._stop.is_set():
                 continue
             try:
-                held = await asyncio.to_thread(self.coordinator.holders)
+                held = self.coordinator.holders()
             except StateError as exc:
                 self.log.warning("cannot read the pair holders", error=str(exc))
                 continue
@@ -719,7 +719,7 @@ class Daemon:
         clean = False
         self._loop = asyncio.get_running_loop()
         if self.coordinator.shares_work:
-            await asyncio.to_thread(self.coordinator.register)
+            self.coordinator.register()
             self.coordinator.listen(
                 (TRIGGER_CHANNEL, REPLICAS_CHANNEL, RELEASED_CHANNEL), self._on_notification
             )
@@ -749,7 +749,7 @@ class Daemon:
         finally:
             for engine in {self.engine, *self._retired}:
                 await engine.aclose()
-            await asyncio.to_thread(self.coordinator.close)
+            self.coordinator.close()
         self.log.info("syncd run stopped", clean=clean)
         return 0 if clean else 1
 

@@ -3,6 +3,7 @@ versions, on both state stores (the real SQLite file and the local PostgreSQL)."
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -373,3 +374,40 @@ def test_a_newer_store_is_refused_with_exit_2(
     err = capsys.readouterr().err
     assert "schema version 99" in err and "upgrade syncd" in err
     assert "Traceback" not in err and "password" not in err
+
+
+def test_status_shows_who_holds_each_pair_and_the_live_replicas(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "s.yaml").write_text("A: alpha-value-1\n")
+    cfg = tmp_path / "syncd.yaml"
+    cfg.write_text(
+        f"version: 1\nstate: {{url: '{pg_url}'}}\nsources: {{s: {{type: file, path: s.yaml}}}}\n"
+        "destinations: {d: {type: dotenv, path: out.env}, e: {type: dotenv, path: e.env}}\n"
+        "syncs: [{name: app, from: s, to: [d, e]}]\n"
+    )
+    assert main(["-c", str(cfg), "once"]) == 0
+    store = open_store(pg_url, Path("."))
+    replica = coordinator(store)
+    replica.register()
+    hold = replica.try_acquire("app", "d")
+    assert isinstance(hold, Hold)
+    capsys.readouterr()
+    try:
+        assert main(["-c", str(cfg), "status"]) == 0
+        out = capsys.readouterr().out
+        me = replica.identity
+        assert f"running now: host {me.host} pid {me.pid} since " in out
+        assert "replicas (1 live):" in out and me.id in out
+        assert main(["-c", str(cfg), "status", "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["schema"] == 1
+        pairs = {p["destination"]: p for p in data["pairs"]}
+        assert pairs["d"]["state"] == "running" and pairs["d"]["holder"]["pid"] == me.pid
+        assert pairs["e"]["state"] == "ok" and pairs["e"]["holder"] is None
+        assert pairs["e"]["owner"] == me.id and pairs["e"]["last_run"]["result"] == "ok"
+        assert [r["id"] for r in data["replicas"]] == [me.id]
+        assert "alpha-value-1" not in out
+    finally:
+        replica.close()
+        store.close()

@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 from syncd import registry
 from syncd.config import Config, load_config
 from syncd.connector import BaseSource, SourceConfig
+from syncd.coordination import Hold
 from syncd.daemon import Daemon, Scheduler, Trigger, _install_signals, changed_syncs
 from syncd.engine import Engine, Hooks
 from syncd.errors import SourceReadError
@@ -441,6 +442,27 @@ async def test_daemon_syncs_at_start_and_leaves_unchanged_secrets_alone(rig: Rig
         rig.sample("syncd_last_success_timestamp_seconds", {"sync": "main", "destination": "dest"})
         == rig.clock.wall()
     )
+    assert await rig.stop() == 0
+
+
+async def test_a_busy_pair_is_skipped_and_run_again_as_soon_as_it_is_free(rig: Rig) -> None:
+    """A ``syncd once`` (another process) holds the pair when the daemon's run comes: that
+    run writes nothing and is counted busy; the pair runs within a second of being freed,
+    not at the next interval."""
+    other = rig.state.coordinator(heartbeat_thread=False)
+    hold = other.try_acquire("main", "dest")
+    assert isinstance(hold, Hold)
+    rig.start()
+    await rig.clock.advance(0)
+    assert rig.dest == {}
+    assert rig.sample("syncd_busy_total", {"sync": "main", "destination": "dest"}) == 1.0
+    await rig.clock.advance(5)
+    assert rig.dest == {}  # still held: looked at each second, nothing written
+    other.release(hold)
+    await rig.clock.advance(1)
+    assert rig.dest == {"A": "alpha-1", "B": "bravo-1"}
+    assert rig.clock.t < 60  # long before the next interval
+    other.close()
     assert await rig.stop() == 0
 
 
