@@ -22,6 +22,12 @@ from syncd.logging import get_logger, redactor
 from syncd.model import Action, Plan, Snapshot
 from syncd.state.base import StateStore
 
+PAIRS_IN_FLIGHT = 512
+"""Pair runs one process applies at once. Each holds a lock while it runs (PostgreSQL's
+shared lock table takes about ``max_locks_per_transaction`` x ``max_connections`` of them,
+6,400 with the defaults, across every process); a pair past the cap waits for a slot
+before it takes its lock."""
+
 
 class Hooks:
     """Observers of the engine (metrics, benchmarks). Every method is optional."""
@@ -132,6 +138,7 @@ class Engine:
         # engine's own, opened at its first write run and closed with it
         self._coordinator = coordinator
         self._owns_coordinator = coordinator is None
+        self._pair_slots = asyncio.Semaphore(PAIRS_IN_FLIGHT)
         self.lock_timeout = (
             float(config.state.lock_timeout) if lock_timeout is None else float(lock_timeout)
         )
@@ -288,39 +295,49 @@ class Engine:
         dry_run: bool = False,
     ) -> PairResult:
         started = time.monotonic()
-        log = get_logger(sync=spec.name, destination=dest_name)
         pr = PairResult(spec.name, dest_name)
-        hold: Hold | None = None
-        if not dry_run:
-            try:
-                got, waited = await acquire(
-                    self.coordinator,
-                    spec.name,
-                    dest_name,
-                    timeout=self.lock_timeout,
-                    sleep=self.executor.sleep,
-                    clock=self.executor.clock,
-                )
-            except StateError as exc:
-                pr.result, pr.error = "error", f"could not take the pair: {exc}"
-                log.error("pair not run", error=pr.error)
-                self.hooks.pair_done(pr, time.monotonic() - started)
-                return pr
-            if waited:
-                self.hooks.lock_wait(spec.name, dest_name)
-            if isinstance(got, Holder):
-                pr.result, pr.holder = "busy", got
-                pr.error = f"busy: held by {got.describe()}; nothing was written"
-                self.hooks.busy(spec.name, dest_name)
-                log.warning("pair busy", holder=got.describe())
-                self.hooks.pair_done(pr, time.monotonic() - started)
-                return pr
-            hold = got
+        if dry_run:
+            return await self._run_held(spec, dest_name, snap, pr, None, started, force, True)
+        async with self._pair_slots:
+            return await self._run_locked(spec, dest_name, snap, pr, started, force)
+
+    async def _run_locked(
+        self,
+        spec: SyncSpec,
+        dest_name: str,
+        snap: Snapshot,
+        pr: PairResult,
+        started: float,
+        force: bool,
+    ) -> PairResult:
+        log = get_logger(sync=spec.name, destination=dest_name)
         try:
-            return await self._run_held(spec, dest_name, snap, pr, hold, started, force, dry_run)
+            got, waited = await acquire(
+                self.coordinator,
+                spec.name,
+                dest_name,
+                timeout=self.lock_timeout,
+                sleep=self.executor.sleep,
+                clock=self.executor.clock,
+            )
+        except StateError as exc:
+            pr.result, pr.error = "error", f"could not take the pair: {exc}"
+            log.error("pair not run", error=pr.error)
+            self.hooks.pair_done(pr, time.monotonic() - started)
+            return pr
+        if waited:
+            self.hooks.lock_wait(spec.name, dest_name)
+        if isinstance(got, Holder):
+            pr.result, pr.holder = "busy", got
+            pr.error = f"busy: held by {got.describe()}; nothing was written"
+            self.hooks.busy(spec.name, dest_name)
+            log.warning("pair busy", holder=got.describe())
+            self.hooks.pair_done(pr, time.monotonic() - started)
+            return pr
+        try:
+            return await self._run_held(spec, dest_name, snap, pr, got, started, force, False)
         finally:
-            if hold is not None:
-                self.coordinator.release(hold)
+            self.coordinator.release(got)
 
     async def _run_held(
         self,

@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 SYSTEMD = DEPLOY / "systemd"
 CONTAINER = DEPLOY / "container"
-KUBE = DEPLOY / "kubernetes"
+KUBE_TOP = DEPLOY / "kubernetes"
+KUBE = KUBE_TOP / "base"
+KUBE_PG = KUBE_TOP / "postgres"
 CRON = DEPLOY / "cron"
 
 PROBE_PATHS = {"/healthz", "/readyz", "/metrics"}
@@ -623,7 +625,7 @@ def test_configmap_config_validates(
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl")
 def test_kustomize_builds() -> None:
     proc = subprocess.run(
-        ["kubectl", "kustomize", str(KUBE)], capture_output=True, text=True, timeout=60
+        ["kubectl", "kustomize", str(KUBE_TOP)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -713,3 +715,73 @@ def test_cron_command_runs_once_and_skips_while_locked(tmp_path: Path) -> None:
         holder.wait()
     assert "example-token-123456" in (work / "out" / ".env").read_text(), "not run"
     assert (logs / "syncd.log").read_text() == log
+
+
+# ---------------------------------------------------------------------------- kubernetes: postgres
+
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    proc = subprocess.run(
+        ["kubectl", "kustomize", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def test_postgres_variant_lists_existing_files_and_applies_no_secret() -> None:
+    kust = yaml.safe_load((KUBE_PG / "kustomization.yaml").read_text())
+    for res in kust["resources"]:
+        assert (KUBE_PG / res).exists(), res
+    for patch in kust["patches"]:
+        assert "path" not in patch or (KUBE_PG / patch["path"]).exists()
+    assert "secrets.yaml" not in kust["resources"]
+    templates = list(yaml.safe_load_all((KUBE_PG / "secrets.yaml").read_text()))
+    assert {v for d in templates for v in d["stringData"].values()} == {"REPLACE_ME"}
+
+
+def test_postgres_variant_config_validates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = yaml.safe_load((KUBE_PG / "configmap-patch.yaml").read_text())
+    text = doc["data"]["syncd.yaml"]
+    assert "url: ${SYNCD_STATE_URL}" in text
+    validate(
+        text,
+        KUBE / "syncd.yaml",
+        tmp_path,
+        monkeypatch,
+        capsys,
+        env={"SYNCD_STATE_URL": "postgresql://syncd@db.example.internal/syncd"},
+    )
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl")
+def test_postgres_variant_runs_replicas_with_a_rolling_update_and_a_budget() -> None:
+    docs = {d["kind"]: d for d in kustomize(KUBE_PG)}
+    assert "PersistentVolumeClaim" not in docs  # the state is in PostgreSQL
+    dep = docs["Deployment"]
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pdb = docs["PodDisruptionBudget"]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= (
+        dep["spec"]["template"]["metadata"]["labels"].items()
+    )
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["SYNCD_STATE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "syncd-postgres",
+        "key": "url",
+    }
+    key_file = env["SYNCD_FINGERPRINT_KEY_FILE"]["value"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "state" not in volumes and "/var/lib/syncd" not in mounts
+    mount_dir = str(Path(key_file).parent)
+    assert volumes[mounts[mount_dir]]["secret"]["secretName"] == "syncd-fingerprint"
+    config = docs["ConfigMap"]["data"]["syncd.yaml"]
+    assert "${SYNCD_STATE_URL}" in config
