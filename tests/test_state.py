@@ -72,3 +72,28 @@ def test_state_url_forms(tmp_path: Path) -> None:
     assert (tmp_path / "abs.db").exists()
     with pytest.raises(ConfigError, match=r"state\.url"):
         open_store("redis://localhost", tmp_path)
+
+
+def test_run_history_is_kept_short(store: StateStore) -> None:
+    from syncd.state.base import KEEP_RUNS
+
+    for i in range(200):
+        when = T0 + timedelta(seconds=i)
+        for dest in ("d", "e"):
+            run = store.start_run("s", dest, when)
+            store.finish_run(run, when, "ok", {"unchanged": i}, None)
+    last = {r.destination: r for r in store.last_runs()}
+    assert last["d"].counts == {"unchanged": 199} and last["e"].counts == {"unchanged": 199}
+    if hasattr(store, "path"):
+        import sqlite3
+
+        db = sqlite3.connect(store.path)
+        counts = dict(db.execute("SELECT destination, count(*) FROM runs GROUP BY destination"))
+    else:
+        counts = {
+            r[0]: r[1]
+            for r in store._exec(  # type: ignore[attr-defined]
+                "SELECT destination, count(*) FROM syncd_runs GROUP BY destination"
+            ).fetchall()
+        }
+    assert counts == {"d": KEEP_RUNS, "e": KEEP_RUNS}

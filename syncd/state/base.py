@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from syncd.coordination import Coordinator
 
 
+KEEP_RUNS = 20
+"""Runs kept per (sync, destination); older ones are pruned as each run finishes."""
+
+
 @dataclass(frozen=True)
 class PairMeta:
     last_listed_at: datetime | None = None

@@ -15,7 +15,7 @@ import psycopg
 
 from syncd.errors import StateError, StateVersionError
 from syncd.model import Record
-from syncd.state.base import PairMeta, RunRow
+from syncd.state.base import KEEP_RUNS, PairMeta, RunRow
 
 if TYPE_CHECKING:
     from syncd.state.postgres_locks import PostgresCoordinator
@@ -228,6 +228,14 @@ class PostgresStore:
         self._exec(
             "UPDATE syncd_runs SET ended_at=%s, result=%s, counts=%s, error=%s WHERE id=%s",
             (ended_at, result, json.dumps(counts, sort_keys=True), error, run_id),
+        )
+        # the run history is kept short: the last KEEP_RUNS runs of each pair
+        self._exec(
+            "DELETE FROM syncd_runs WHERE sync = (SELECT sync FROM syncd_runs WHERE id = %s) "
+            "AND destination = (SELECT destination FROM syncd_runs WHERE id = %s) AND id < "
+            "(SELECT r.id FROM syncd_runs r JOIN syncd_runs me ON r.sync = me.sync AND r.destination = "
+            "me.destination WHERE me.id = %s ORDER BY r.id DESC LIMIT 1 OFFSET %s)",
+            (run_id, run_id, run_id, KEEP_RUNS - 1),
         )
 
     def last_runs(self) -> list[RunRow]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from syncd.errors import StateError, StateVersionError
 from syncd.model import Record
-from syncd.state.base import PairMeta, RunRow
+from syncd.state.base import KEEP_RUNS, PairMeta, RunRow
 
 if TYPE_CHECKING:
     from syncd.state.sqlite_locks import SqliteCoordinator
@@ -241,6 +241,14 @@ class SqliteStore:
         self._exec(
             "UPDATE runs SET ended_at=?, result=?, counts=?, error=? WHERE id=?",
             (_ts(ended_at), result, json.dumps(counts, sort_keys=True), error, run_id),
+        )
+        # the run history is kept short: the last KEEP_RUNS runs of each pair
+        self._exec(
+            "DELETE FROM runs WHERE sync = (SELECT sync FROM runs WHERE id = ?) "
+            "AND destination = (SELECT destination FROM runs WHERE id = ?) AND id < "
+            "(SELECT r.id FROM runs r JOIN runs me ON r.sync = me.sync AND r.destination = "
+            "me.destination WHERE me.id = ? ORDER BY r.id DESC LIMIT 1 OFFSET ?)",
+            (run_id, run_id, run_id, KEEP_RUNS - 1),
         )
 
     def last_runs(self) -> list[RunRow]:
