@@ -233,8 +233,9 @@ class PostgresStore:
         self._exec(
             "DELETE FROM syncd_runs WHERE sync = (SELECT sync FROM syncd_runs WHERE id = %s) "
             "AND destination = (SELECT destination FROM syncd_runs WHERE id = %s) AND id < "
-            "(SELECT r.id FROM syncd_runs r JOIN syncd_runs me ON r.sync = me.sync AND r.destination = "
-            "me.destination WHERE me.id = %s ORDER BY r.id DESC LIMIT 1 OFFSET %s)",
+            "(SELECT r.id FROM syncd_runs r JOIN syncd_runs me ON r.sync = me.sync "
+            "AND r.destination = me.destination WHERE me.id = %s "
+            "ORDER BY r.id DESC LIMIT 1 OFFSET %s)",
             (run_id, run_id, run_id, KEEP_RUNS - 1),
         )
 
