@@ -51,3 +51,26 @@ def test_the_wheel_installs_only_the_syncd_package_and_builds_without_warnings(
     assert tops == {"syncd"}
     assert "syncd/connectors/vercel.py" in names
     assert "syncd/connectors/sources/infisical.py" in names
+
+
+def test_an_editable_build_prints_no_warning(tmp_path: Path) -> None:
+    code = (
+        "import sys; from setuptools import build_meta; "
+        "print(build_meta.build_editable(sys.argv[1]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # setuptools' notes come as warnings (pip shows them as BuildBackendWarning)
+    noise = [
+        line
+        for line in proc.stderr.splitlines()
+        if "warn" in line.lower() or "InformationOnly" in line or line.strip() == "!!"
+    ]
+    assert noise == [], proc.stderr
