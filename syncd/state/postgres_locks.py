@@ -85,7 +85,13 @@ class PostgresCoordinator(Coordinator):
                 self.url, autocommit=True, connect_timeout=10, application_name="syncd-locks"
             )
             # the server ends a session that stays idle past the lease, and its locks with it
-            db.execute(f"SET idle_session_timeout = {int(self.lease * 1000)}")
+            try:
+                db.execute(f"SET idle_session_timeout = {int(self.lease * 1000)}")
+            except psycopg.errors.UndefinedObject:  # PostgreSQL before 14
+                self.log.warning(
+                    "this PostgreSQL has no idle_session_timeout (version 14+): a frozen "
+                    "replica keeps its pairs until its connection ends"
+                )
         except psycopg.Error as exc:
             raise StateError(f"state store {self.where}: {_first_line(exc)}") from None
         self._db = db
