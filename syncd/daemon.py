@@ -572,7 +572,8 @@ class Daemon:
                 # the engine reports pairs it planned; a failed source read ends them early
                 if p.result == "source-failed":
                     self.metrics.runs.labels(name, p.destination, p.result).inc()
-            busy = {p.destination for p in result.pairs if p.result == "busy"}
+            # busy elsewhere, or stopped having lost the hold: again once the pair is free
+            busy = {p.destination for p in result.pairs if p.result in ("busy", "lost")}
             if busy:
                 # run again as soon as they are free (the watcher looks every BUSY_POLL)
                 self._waiting[name] = busy
