@@ -77,6 +77,10 @@ class Defaults(_Model):
     max_delete_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     """A run that would delete more than this share of a destination's managed keys applies
     nothing and reports, unless ``syncd once --force``."""
+    retry_budget: Duration = 120.0
+    """The most one key waits in backoff (5xx, timeouts, network errors) within one run
+    before it fails with the error; the next run tries again. Throttles are not counted:
+    a rate limit is waited out as the platform asks (up to 15 minutes)."""
 
 
 class SyncSection(_Model):

@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -146,6 +146,9 @@ class Engine:
         self.hooks = hooks or Hooks()
         self.now = now or (lambda: datetime.now(UTC))
         self.executor = executor or Executor(state, now=self.now)
+        self.executor.retry = replace(
+            self.executor.retry, budget=float(config.defaults.retry_budget)
+        )
         self.executor.on_retry = self.hooks.retry
         self.context = ConnectorContext(
             base_dir=str(config.base_dir),

@@ -17,28 +17,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.connector import Destination
-from syncd.errors import AuthError, ConnectorError, RetryableError
+from syncd.errors import AuthError, ConnectorError, RateLimited, RetryableError
 from syncd.logging import get_logger
 from syncd.model import Action, Change, ItemOutcome, Plan, Record
+from syncd.retrying import RetryPolicy
 from syncd.state.base import StateStore
 
 _IN_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar("syncd_in_slot", default=False)
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-    # a server asking for a longer wait than this fails the item instead of stalling the run
-    max_server_delay: float = 900.0
-
-    def delay(self, attempt: int, retry_after: float | None, rng: Callable[[], float]) -> float:
-        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * rng()
-        return float(max(retry_after, backoff)) if retry_after is not None else float(backoff)
 
 
 @dataclass
@@ -182,6 +170,7 @@ class Executor:
     ) -> Any:
         """A read (listing, check) retried as the policy says."""
         attempt = 0
+        spent = 0.0
         while True:
             attempt += 1
             try:
@@ -189,22 +178,15 @@ class Executor:
             except RetryableError as exc:
                 if getattr(exc, "exhausted", False):
                     raise  # an inner read already spent its retries
-                final: RetryableError | None = None
-                if exc.retry_after is not None and exc.retry_after > self.retry.max_server_delay:
-                    final = type(exc)(
-                        f"{what}: {exc} (the platform asked to wait {exc.retry_after:g}s)",
-                        retry_after=exc.retry_after,
-                    )
-                elif attempt >= self.retry.attempts:
-                    final = type(exc)(
-                        f"{what}: {exc} (gave up after {attempt} attempts)",
-                        retry_after=exc.retry_after,
-                    )
-                if final is not None:
+                delay = self.retry.delay(attempt, exc.retry_after, self.rng)
+                why = self.give_up(exc, attempt, spent, delay)
+                if why is not None:
+                    final = type(exc)(f"{what}: {exc} ({why})", retry_after=exc.retry_after)
                     final.exhausted = True  # type: ignore[attr-defined]
                     raise final from exc
+                if not isinstance(exc, RateLimited):
+                    spent += delay
                 self.on_retry(dest.name)
-                delay = self.retry.delay(attempt, exc.retry_after, self.rng)
                 get_logger().warning(
                     "retry",
                     destination=dest.name,
@@ -214,6 +196,20 @@ class Executor:
                     error=str(exc),
                 )
                 await self.sleep(delay)
+
+    def give_up(self, err: RetryableError, attempt: int, spent: float, delay: float) -> str | None:
+        """Why a retryable failure is not retried (for the message), or None: retry after
+        ``delay``. ``spent``: backoff seconds this key waited already."""
+        if err.retry_after is not None and err.retry_after > self.retry.max_server_delay:
+            return f"the platform asked to wait {err.retry_after:g}s"
+        if attempt >= self.retry.attempts:
+            return f"gave up after {attempt} attempts"
+        if not isinstance(err, RateLimited) and spent + delay > self.retry.budget:
+            return (
+                f"gave up after {attempt} attempts: the retry budget of "
+                f"{self.retry.budget:g}s (defaults.retry_budget) is spent"
+            )
+        return None
 
     async def apply(
         self,
@@ -269,6 +265,7 @@ class Executor:
         async def run_batch(op: str, batch: list[Change]) -> None:
             pending = batch
             attempt = 0
+            spent = 0.0  # backoff seconds these keys have waited
             while pending:
                 attempt += 1
                 if auth_failed:
@@ -299,8 +296,7 @@ class Executor:
                     out.write_calls += 1
                     outcomes = [ItemOutcome(c.key, error=exc) for c in pending]
                 by_key = {o.key: o for o in outcomes}
-                retry: list[Change] = []
-                wait: float | None = None
+                errors: dict[str, ConnectorError] = {}
                 for c in pending:
                     o = by_key.get(c.key) or ItemOutcome(
                         c.key, error=ConnectorError("the platform gave no result for this key")
@@ -316,33 +312,35 @@ class Executor:
                             attempt=attempt,
                             reason=c.reason,
                         )
+                    else:
+                        err = o.error
+                        errors[c.key] = (
+                            err if isinstance(err, ConnectorError) else dest.classify(err)
+                        )
+                # one wait for the keys retried together: the longest the platform asked
+                asked = [
+                    e.retry_after
+                    for e in errors.values()
+                    if isinstance(e, RetryableError) and e.retry_after is not None
+                ]
+                delay = self.retry.delay(attempt, max(asked) if asked else None, self.rng)
+                throttled = any(isinstance(e, RateLimited) for e in errors.values())
+                retry: list[Change] = []
+                for c in pending:
+                    if c.key not in errors:
                         continue
-                    err = o.error if isinstance(o.error, ConnectorError) else dest.classify(o.error)
+                    err = errors[c.key]
                     if isinstance(err, AuthError):
                         auth_failed.append(f"authentication or permission error: {err}")
                         out.failed.append(ItemFailure(c, auth_failed[-1], "auth"))
                         continue
-                    too_long = (
-                        isinstance(err, RetryableError)
-                        and err.retry_after is not None
-                        and err.retry_after > self.retry.max_server_delay
-                    )
-                    if (
-                        isinstance(err, RetryableError)
-                        and attempt < self.retry.attempts
-                        and not too_long
-                    ):
-                        retry.append(c)
-                        if err.retry_after is not None:
-                            wait = max(wait or 0.0, err.retry_after)
-                        continue
                     msg = str(err)
                     if isinstance(err, RetryableError):
-                        msg = (
-                            f"{msg} (the platform asked to wait {err.retry_after:g}s)"
-                            if too_long
-                            else f"{msg} (gave up after {attempt} attempts)"
-                        )
+                        why = self.give_up(err, attempt, spent, delay)
+                        if why is None:
+                            retry.append(c)
+                            continue
+                        msg = f"{msg} ({why})"
                     out.failed.append(ItemFailure(c, msg, type(err).__name__))
                     log.warning(
                         "change",
@@ -356,7 +354,8 @@ class Executor:
                 if pending:
                     out.retries += 1
                     self.on_retry(dest.name)
-                    delay = self.retry.delay(attempt, wait, self.rng)
+                    if not throttled:
+                        spent += delay
                     log.info("retry", keys=len(pending), attempt=attempt, delay=round(delay, 3))
                     await self.sleep(delay)
 

@@ -3,7 +3,6 @@ Infisical): the injected client, status-code classification, server-given delays
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +19,7 @@ from syncd.errors import (
     RateLimited,
     RetryableError,
 )
+from syncd.retrying import server_wait
 
 TRANSPORT_KEY = "httpx_transport"
 """``ConnectorContext.extra[TRANSPORT_KEY]``: an httpx transport tests inject (respx,
@@ -39,40 +39,17 @@ def make_client(
     )
 
 
-def _header(headers: Mapping[str, str], *names: str) -> str | None:
-    lower = {k.lower(): v for k, v in headers.items()}
-    for n in names:
-        if n.lower() in lower:
-            return lower[n.lower()]
-    return None
-
-
 def server_delay(
-    headers: Mapping[str, str], clock: Callable[[], float] = time.time
+    headers: Mapping[str, str],
+    clock: Callable[[], float] = time.time,
+    *,
+    status: int | None = 429,
+    throttled: bool | None = None,
 ) -> float | None:
-    """Seconds the server asked us to wait: ``Retry-After`` (seconds or an HTTP date), else a
-    rate-limit reset header (epoch seconds, or seconds from now when small)."""
-    ra = _header(headers, "retry-after")
-    if ra:
-        ra = ra.strip()
-        try:
-            return max(0.0, float(ra))
-        except ValueError:
-            try:
-                dt = email.utils.parsedate_to_datetime(ra)
-                return max(0.0, dt.timestamp() - clock())
-            except (TypeError, ValueError):
-                pass
-    reset = _header(headers, "x-ratelimit-reset", "ratelimit-reset")
-    if reset:
-        try:
-            value = float(reset.strip())
-        except ValueError:
-            return None
-        if value > 1e12:  # milliseconds since the epoch
-            value /= 1000.0
-        return max(0.0, value - clock()) if value > 1e9 else max(0.0, value)
-    return None
+    """Seconds the server asked to wait, decided by the core (:func:`syncd.retrying.server_wait`):
+    ``Retry-After`` on any answer; the rate-limit reset only for a throttled answer or a
+    spent quota."""
+    return server_wait(status, headers, clock, throttled=throttled)
 
 
 def error_detail(resp: httpx.Response) -> str:
@@ -112,7 +89,7 @@ def classify_response(
     if status in (400, 422):
         return KeyRejected(text)
     if status in (408, 425) or status >= 500:
-        return RetryableError(text, retry_after=server_delay(resp.headers, clock))
+        return RetryableError(text, retry_after=server_delay(resp.headers, clock, status=status))
     return PermanentError(text)
 
 

@@ -220,17 +220,11 @@ def is_rate_limited(status: int, headers: Mapping[str, str], message: str) -> bo
 
 
 def rate_limit_delay(headers: Mapping[str, str], clock: Callable[[], float] = time.time) -> float:
-    """How long GitHub asks to wait: ``retry-after`` if given; else, with the primary quota
-    spent (``x-ratelimit-remaining: 0``), until ``x-ratelimit-reset``; else at least a minute."""
-    if "retry-after" in headers:
-        delay = server_delay({"retry-after": headers["retry-after"]}, clock)
-        if delay is not None:
-            return delay
-    if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
-        delay = server_delay({"x-ratelimit-reset": headers["x-ratelimit-reset"]}, clock)
-        if delay is not None:
-            return delay
-    return SECONDARY_LIMIT_WAIT
+    """How long GitHub asks to wait on a rate-limit answer: ``retry-after`` if given; else,
+    with the primary quota spent (``x-ratelimit-remaining: 0``), until ``x-ratelimit-reset``;
+    else (a secondary limit without a header) at least a minute, as GitHub documents."""
+    delay = server_delay(headers, clock, throttled=False)  # retry-after, or a spent quota
+    return delay if delay is not None else SECONDARY_LIMIT_WAIT
 
 
 def classify_github(
@@ -252,7 +246,8 @@ def classify_github(
     if status in (400, 422):
         return KeyRejected(text)
     if status in (408, 425) or status >= 500:
-        return RetryableError(text, retry_after=server_delay(headers, clock))
+        # GitHub sends x-ratelimit-reset on every answer: no reason to wait for it here
+        return RetryableError(text, retry_after=server_delay(headers, clock, status=status))
     return PermanentError(text)
 
 

@@ -318,7 +318,7 @@ class GitLabDestination(BaseDestination):
                 return QuotaExceeded(text)
             return KeyRejected(text)
         if status is None or status in (408, 425) or status >= 500:
-            return RetryableError(text, retry_after=server_delay(headers))
+            return RetryableError(text, retry_after=server_delay(headers, status=status))
         return PermanentError(text)
 
     def classify(self, exc: BaseException) -> ConnectorError:

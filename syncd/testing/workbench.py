@@ -14,8 +14,9 @@ import yaml
 
 from syncd.config import Config, load_config
 from syncd.engine import Engine, Hooks, PairResult, SyncResult
-from syncd.executor import Executor, RetryPolicy
+from syncd.executor import Executor
 from syncd.model import Record
+from syncd.retrying import RetryPolicy
 from syncd.state import Fingerprinter
 from syncd.state.sqlite import SqliteStore
 

@@ -131,6 +131,8 @@ class NetlifyAPI:
             self.vars[s] = {}
         self.requests: list[Request] = []
         self._throttles: list[_Throttle] = []
+        self._outages: list[list[Any]] = []
+        self._window_calls = 0
         self._ids = 0
         self._ticks = 0
         self.transport = httpx.MockTransport(self.handle)
@@ -311,7 +313,21 @@ class NetlifyAPI:
 
     # ------------------------------------------------------------------ handler
 
+    def fail(self, calls: int, status: int = 500, methods: Iterable[str] | None = None) -> None:
+        """The next ``calls`` matching requests answer ``status`` (an outage)."""
+        self._outages.append([calls, status, frozenset(methods) if methods else None])
+
     def handle(self, request: httpx.Request) -> httpx.Response:
+        resp = self._handle(request)
+        # Netlify sends its rate-limit headers on every answer (reset: epoch seconds)
+        if "X-RateLimit-Limit" not in resp.headers:
+            self._window_calls += 1
+            resp.headers["X-RateLimit-Limit"] = "500"
+            resp.headers["X-RateLimit-Remaining"] = str(max(1, 500 - self._window_calls))
+            resp.headers["X-RateLimit-Reset"] = str(int(self.clock() + 60))
+        return resp
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
         body: Any = None
         if request.content:
             try:
@@ -326,6 +342,10 @@ class NetlifyAPI:
         throttled = self._throttled(request.method)
         if throttled is not None:
             return throttled
+        for outage in self._outages:
+            if outage[0] > 0 and (outage[2] is None or request.method in outage[2]):
+                outage[0] -= 1
+                return self._error(outage[1], "Internal Server Error")
         prefix = "/api/v1/accounts/"
         if not path.startswith(prefix):
             return self._error(404, "Not Found")

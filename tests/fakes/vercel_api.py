@@ -61,6 +61,13 @@ class _Fault:
     methods: frozenset[str] | None
 
 
+@dataclass
+class _Outage:
+    remaining: int
+    status: int
+    methods: frozenset[str] | None
+
+
 class Problem(Exception):
     def __init__(self, code: str, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -94,6 +101,8 @@ class FakeVercel:
     requests: list[Request] = field(default_factory=list)
     failing_keys: dict[str, str] = field(default_factory=dict)
     _faults: list[_Fault] = field(default_factory=list)
+    _outages: list[_Outage] = field(default_factory=list)
+    _window_calls: int = 0
     _clock: int = 1_760_000_000_000
     _ids: int = 0
 
@@ -168,7 +177,21 @@ class FakeVercel:
 
     # ---------------------------------------------------------------- transport
 
+    def fail(self, calls: int, status: int = 500, methods: Iterable[str] | None = None) -> None:
+        """The next ``calls`` requests (of these methods) answer ``status`` (an outage)."""
+        self._outages.append(_Outage(calls, status, frozenset(methods) if methods else None))
+
     def handle(self, request: httpx.Request) -> httpx.Response:
+        resp = self._handle(request)
+        # Vercel sends its rate-limit headers on every answer, errors included
+        if "X-RateLimit-Limit" not in resp.headers:
+            self._window_calls += 1
+            resp.headers["X-RateLimit-Limit"] = "100"
+            resp.headers["X-RateLimit-Remaining"] = str(max(1, 100 - self._window_calls))
+            resp.headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + 47))
+        return resp
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
         body: Any = None
         if request.content:
             try:
@@ -189,6 +212,12 @@ class FakeVercel:
                         "X-RateLimit-Reset": str(math.ceil(time.time() + self.reset_after)),
                     },
                 )
+        for outage in self._outages:
+            if outage.remaining > 0 and (
+                outage.methods is None or request.method in outage.methods
+            ):
+                outage.remaining -= 1
+                return self._error(outage.status, "internal_server_error", "An error occurred")
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return self._error(403, "forbidden", "Not authorized")
         try:
