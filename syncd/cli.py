@@ -347,6 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             if args.online:
                 return asyncio.run(_validate_online(cfg, settings, out))
+            for kind in ("sources", "destinations"):
+                for name, spec in getattr(cfg, kind).items():
+                    warn = getattr(spec.cls, "config_warnings", None)
+                    for text in warn(spec.config) if callable(warn) else []:
+                        print(f"warning: {kind}.{name}: {text}", file=sys.stderr)
             n = len(cfg.syncs)
             print(
                 f"{config_path}: ok ({len(cfg.sources)} sources, {len(cfg.destinations)} "

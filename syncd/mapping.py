@@ -13,12 +13,23 @@ from syncd.model import DesiredEntry, Snapshot, SourceEntry
 Fingerprint = Callable[[str, str], str]
 
 
+TAG_PREFIX = "tag:"
+
+
+def matches(entry: SourceEntry, pattern: str) -> bool:
+    """A glob over ``path + key`` (``payments/STRIPE_KEY``), or ``tag:<glob>`` over the
+    entry's tags (Infisical tag slugs)."""
+    if pattern.startswith(TAG_PREFIX):
+        glob = pattern[len(TAG_PREFIX) :]
+        return any(fnmatch.fnmatchcase(t, glob) for t in entry.tags)
+    return fnmatch.fnmatchcase(entry.ref, pattern)
+
+
 def selected(entry: SourceEntry, include: Sequence[str], exclude: Sequence[str]) -> bool:
-    """``include``/``exclude`` globs match ``path + key`` (``payments/STRIPE_KEY``)."""
-    ref = entry.ref
-    if not any(fnmatch.fnmatchcase(ref, p) for p in include):
+    """Included by some pattern of ``include`` and by none of ``exclude``."""
+    if not any(matches(entry, p) for p in include):
         return False
-    return not any(fnmatch.fnmatchcase(ref, p) for p in exclude)
+    return not any(matches(entry, p) for p in exclude)
 
 
 def render_key(template: str, entry: SourceEntry, source: str, environment: str) -> str:

@@ -58,6 +58,7 @@ class SourceEntry:
     path: str
     key: str
     value: SecretValue
+    tags: tuple[str, ...] = ()  # the source's labels for it (Infisical tag slugs)
 
     @property
     def ref(self) -> str:

@@ -72,7 +72,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def fake(clock: FakeClock) -> FakeInfisical:
-    f = FakeInfisical(clock=clock.monotonic, token_ttl=3600)
+    f = FakeInfisical(clock=clock.monotonic, wall=clock.wall, token_ttl=3600)
     f.set("DB_URL", "postgres://db/prod")
     f.set("API_KEY", "api-key-value")
     f.set("STRIPE_KEY", "sk_live_123", path="/payments")
@@ -166,7 +166,7 @@ async def test_personal_overrides_are_not_synced(fake: FakeInfisical, clock: Fak
 
 
 async def test_old_instances_without_v4_fall_back_to_v3_raw_once(clock: FakeClock) -> None:
-    fake = FakeInfisical(clock=clock.monotonic, v4=False)
+    fake = FakeInfisical(clock=clock.monotonic, wall=clock.wall, v4=False)
     fake.set("A", "value-a")
     src = make_source(fake, clock)
     assert values(await src.snapshot()) == {"A": "value-a"}
@@ -187,20 +187,20 @@ async def test_token_is_kept_and_renewed_before_it_expires(
         await src.snapshot()
         clock.advance(60)
     assert fake.logins == 1  # not per request
-    # near the end of the hour the token is renewed before Infisical would refuse it
+    # near the end of the hour the token is renewed before Infisical would refuse it: the
+    # renewal answers a new token, and syncd switches to it (no second login)
     clock.advance(3600 - 5 * 60 - 30)
     await src.snapshot()
-    assert fake.logins == 2
-    assert not any(c.token == "access-token-1" for c in fake.calls[-1:])
-    statuses = {(c.path, c.token) for c in fake.calls}
-    assert ("/api/v4/secrets", "access-token-2") in statuses
+    assert (fake.logins, fake.renewals) == (1, 1)
+    assert fake.calls[-2].path == "/api/v1/auth/token/renew"
+    assert fake.calls[-1].token == fake.issued(2) != fake.issued(1)
 
 
 @pytest.mark.parametrize("expired_status", [403, 401])
 async def test_a_token_rejected_mid_run_is_renewed_once(
     clock: FakeClock, expired_status: int
 ) -> None:
-    fake = FakeInfisical(clock=clock.monotonic, expired_status=expired_status)
+    fake = FakeInfisical(clock=clock.monotonic, wall=clock.wall, expired_status=expired_status)
     fake.set("A", "value-a")
     src = make_source(fake, clock)
     await src.snapshot()
@@ -517,7 +517,7 @@ async def test_sync_from_infisical_into_dotenv_survives_expiry_and_outage(
     tmp_path: Path,
 ) -> None:
     def factory(clock: FakeClock) -> FakeInfisical:
-        f = FakeInfisical(clock=clock.monotonic, token_ttl=600)
+        f = FakeInfisical(clock=clock.monotonic, wall=clock.wall, token_ttl=600)
         f.set("DB_URL", "postgres://db/prod")
         f.set("API_KEY", "api-key-value")
         f.set("STRIPE_KEY", "sk_live_123", path="/payments")
@@ -573,7 +573,7 @@ async def test_sync_from_infisical_into_dotenv_survives_expiry_and_outage(
 
 async def test_syncs_sharing_a_scope_share_one_read(tmp_path: Path) -> None:
     def factory(clock: FakeClock) -> FakeInfisical:
-        f = FakeInfisical(clock=clock.monotonic)
+        f = FakeInfisical(clock=clock.monotonic, wall=clock.wall)
         f.set("A", "value-a")
         return f
 
@@ -588,3 +588,112 @@ async def test_syncs_sharing_a_scope_share_one_read(tmp_path: Path) -> None:
     assert all(r.ok for r in results)
     assert fake.lists == 1
     assert dotenv(tmp_path / "out2" / ".env") == {"A": "value-a"}
+
+
+# ---------------------------------------------------------------------------- tags
+
+
+async def test_tags_filter_the_listing_and_select_by_tag(
+    fake: FakeInfisical, clock: FakeClock, tmp_path: Path
+) -> None:
+    fake.tag("DB_URL", "backend")
+    fake.tag("API_KEY", "backend", "public-api")
+    src = make_source(fake, clock, tags=["backend"], include_imports=False)
+    snap = await src.snapshot()
+    assert values(snap) == {"DB_URL": "postgres://db/prod", "API_KEY": "api-key-value"}
+    assert fake.calls[-1].params["tagSlugs"] == "backend"
+    assert {e.key: e.tags for e in snap.entries} == {
+        "DB_URL": ("backend",),
+        "API_KEY": ("backend", "public-api"),
+    }
+    # the tags are there for include/exclude: tag:<glob>
+    wb = Workbench(
+        tmp_path,
+        {"env": {"type": "dotenv", "path": "out.env"}},
+        sync={"from": "inf", "include": ["tag:backend"], "exclude": ["tag:public-*"]},
+        extra_sources={"inf": source_body(tags=["backend"], include_imports=False)},
+        context_extra={
+            "httpx_transport": fake.transport,
+            CLOCK_KEY: clock.monotonic,
+            WALL_CLOCK_KEY: clock.wall,
+        },
+    )
+    (result,) = await wb.once()
+    assert result.ok
+    assert dotenv_values(tmp_path / "out.env") == {"DB_URL": "postgres://db/prod"}
+
+
+# ---------------------------------------------------------------------------- service tokens
+
+
+async def test_a_service_token_finds_its_project_and_single_scope(
+    fake: FakeInfisical, clock: FakeClock
+) -> None:
+    token = "st.6512f3a2.9b1c0d4e5f.a1b2c3d4"
+    fake.service_tokens[token] = ("proj-1", [("prod", "/payments")])
+    body = source_body(auth={"method": "token", "token": token})
+    del body["project_id"], body["environment"]
+    cfg = InfisicalSourceConfig.model_validate(body)
+    src = InfisicalSource("inf", cfg, ConnectorContext(extra={"httpx_transport": fake.transport}))
+    snap = await src.snapshot()
+    assert values(snap) == {"STRIPE_KEY": "sk_live_123"}
+    assert snap.environment == "prod"
+    assert [c.path for c in fake.calls] == ["/api/v2/service-token", "/api/v3/secrets/raw"]
+    assert fake.calls[-1].params["workspaceId"] == "proj-1"
+    assert fake.calls[-1].params["secretPath"] == "/payments"
+    await src.snapshot()
+    assert fake.count("/service-token") == 1  # read once
+    assert fake.logins == 0
+
+
+async def test_a_service_token_with_several_scopes_needs_the_environment(
+    fake: FakeInfisical, clock: FakeClock
+) -> None:
+    token = "st.6512f3a2.9b1c0d4e5f.b2"
+    fake.service_tokens[token] = ("proj-1", [("prod", "/"), ("dev", "/")])
+    body = source_body(auth={"method": "token", "token": token})
+    del body["project_id"], body["environment"]
+    src = InfisicalSource(
+        "inf",
+        InfisicalSourceConfig.model_validate(body),
+        ConnectorContext(extra={"httpx_transport": fake.transport}),
+    )
+    with pytest.raises(SourceReadError, match="has 2 scopes; set environment"):
+        await src.snapshot()
+
+
+def test_validate_warns_that_service_tokens_are_deprecated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from syncd.cli import main
+
+    cfg = tmp_path / "syncd.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "sources": {
+                    "inf": {"type": "infisical", "auth": {"method": "token", "token": "${T}"}}
+                },
+                "destinations": {"d": {"type": "dotenv", "path": "out.env"}},
+                "syncs": [{"name": "s", "from": "inf", "to": ["d"]}],
+            }
+        )
+    )
+    import os
+
+    os.environ["T"] = "st.abc.def.ghi"
+    try:
+        assert main(["-c", str(cfg), "validate"]) == 0
+    finally:
+        del os.environ["T"]
+    out = capsys.readouterr()
+    assert "warning: sources.inf: auth.token is a service token" in out.err
+    assert "st.abc.def.ghi" not in out.out + out.err
+    # without a service token, project_id and environment are required
+    os.environ["T"] = "plain-access-token"
+    try:
+        assert main(["-c", str(cfg), "validate"]) == 2
+    finally:
+        del os.environ["T"]
+    assert "expected project_id and environment" in capsys.readouterr().err

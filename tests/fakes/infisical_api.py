@@ -3,9 +3,17 @@
 Served through ``httpx.MockTransport`` (pass ``fake.transport`` as the connector context's
 ``httpx_transport``):
 
-- ``POST /api/v1/auth/universal-auth/login``: client id and secret for an access token
-  with ``expiresIn``; tokens expire on the injected clock, and Infisical's answer to an
-  expired token (403 ``TokenError``, or 401) is reproduced.
+- ``POST /api/v1/auth/<method>/login`` for universal auth and every machine identity
+  (:mod:`tests.fakes.identity_logins` checks the credential each method sends): an access
+  token (a JWT whose ``exp`` is the truth, ``expiresIn`` beside it) with
+  ``accessTokenMaxTTL``; tokens expire on the injected clock, and Infisical's answer to an
+  expired token (403 ``TokenError``, or 401) is reproduced. Errors have Infisical's shape
+  ``{reqId, statusCode, message, error}``: 401, 403, 404 (the method is not configured for
+  the identity), 422 (validation, ``message`` a list).
+- ``POST /api/v1/auth/token/renew``: a new token for a live one, capped at the max TTL
+  counted from the login; refused (401) for an expired token or past the cap.
+- ``GET /api/v2/service-token``: a legacy service token's project and scopes.
+- Secrets carry tags; ``tagSlugs`` filters the listing.
 - ``GET /api/v4/secrets`` and ``GET /api/v3/secrets/raw``: one project, environments and
   folders, with ``recursive``, ``include_imports`` and ``expandSecretReferences``.
 - Faults: 5xx answers, 429 with ``Retry-After``, timeouts, truncated bodies, an outage of
@@ -14,10 +22,11 @@ Served through ``httpx.MockTransport`` (pass ``fake.transport`` as the connector
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,8 +67,24 @@ class FakeInfisical:
         environments: tuple[str, ...] = ("dev", "prod"),
         v4: bool = True,
         expired_status: int = 403,
+        max_ttl: float = 2592000.0,
+        wall: Callable[[], float] | None = None,
     ) -> None:
         self.clock = clock
+        # epoch seconds for the tokens' exp: the reader's wall clock (tests pass the same)
+        self.wall = wall or (lambda: time.time() + clock() - time.monotonic())
+        self.max_ttl = max_ttl
+        # identity id -> (method, check of the login body: None when accepted, else an
+        # error answer); added by tests.fakes.identity_logins
+        self.identities: dict[
+            str, tuple[str, Callable[[dict[str, Any]], httpx.Response | None]]
+        ] = {}
+        # service token -> (project, [(environment, secretPath)])
+        self.service_tokens: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+        # (environment, folder, key) -> tag slugs
+        self.tags: dict[tuple[str, str, str], list[str]] = {}
+        self.family: dict[str, float] = {}  # token -> end of its max TTL on the clock
+        self.renewals = 0
         self.project_id = project_id
         self.client_id = client_id
         self.client_secret = client_secret
@@ -125,7 +150,10 @@ class FakeInfisical:
 
     @property
     def logins(self) -> int:
-        return self.count("/universal-auth/login")
+        return sum(1 for c in self.calls if c.path.endswith("/login"))
+
+    def tag(self, key: str, *slugs: str, env: str = "prod", path: str = "/") -> None:
+        self.tags[(env, _folder(path), key)] = list(slugs)
 
     @property
     def lists(self) -> int:
@@ -143,6 +171,26 @@ class FakeInfisical:
             return _error(503, "ServiceUnavailable", "Service unavailable")
         if request.method == "POST" and path == "/api/v1/auth/universal-auth/login":
             return self._login(request)
+        if (
+            request.method == "POST"
+            and path.startswith("/api/v1/auth/")
+            and path.endswith("-auth/login")
+        ):
+            return self._identity_login(path, request)
+        if request.method == "POST" and path == "/api/v1/auth/token/renew":
+            return self._renew(request)
+        if request.method == "GET" and path == "/api/v2/service-token":
+            if token not in self.service_tokens:
+                return _error(401, "UnauthorizedError", "Invalid service token")
+            project, scopes = self.service_tokens[token]
+            return httpx.Response(
+                200,
+                json={
+                    "workspace": project,
+                    "scopes": [{"environment": e, "secretPath": p} for e, p in scopes],
+                    "name": "legacy",
+                },
+            )
         if request.method == "GET" and path in ("/api/v4/secrets", "/api/v3/secrets/raw"):
             if path == "/api/v4/secrets" and not self.v4:
                 return _error(404, "Not Found", f"Route GET:{path} not found")
@@ -176,23 +224,75 @@ class FakeInfisical:
             self.client_secret
         ):
             return _error(401, "UnauthorizedError", "Invalid credentials")
+        return self._issue(self.clock() + self.max_ttl)
+
+    def _issue(self, family_end: float, *, stated_ttl: float | None = None) -> httpx.Response:
+        """A new access token: a JWT whose ``exp`` is when it really expires (the earlier
+        of its TTL and the end of the max TTL); ``expiresIn`` says ``stated_ttl`` when given
+        (Infisical can overstate it), else the TTL."""
         self._issued += 1
-        token = f"access-token-{self._issued}"
-        self.tokens[token] = self.clock() + self.token_ttl
+        now = self.clock()
+        expiry = min(now + self.token_ttl, family_end)
+        claims = {"jti": f"t{self._issued}", "exp": int(self.wall() + (expiry - now))}
+        token = (
+            ".".join(
+                base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+                for part in ({"alg": "HS256", "typ": "JWT"}, claims)
+            )
+            + f".sig{self._issued}"
+        )
+        self.tokens[token] = expiry
+        self.family[token] = family_end
         return httpx.Response(
             200,
             json={
                 "accessToken": token,
-                "expiresIn": int(self.token_ttl),
-                "accessTokenMaxTTL": 2592000,
+                "expiresIn": int(self.token_ttl if stated_ttl is None else stated_ttl),
+                "accessTokenMaxTTL": int(self.max_ttl),
                 "tokenType": "Bearer",
             },
         )
 
+    def issued(self, n: int) -> str:
+        """The n-th token issued (1-based)."""
+        return next(t for t in self.tokens if t.endswith(f".sig{n}"))
+
+    def _identity_login(self, path: str, request: httpx.Request) -> httpx.Response:
+        try:
+            body = json.loads(request.content)
+        except ValueError:
+            return _error(400, "BadRequest", "Invalid body")
+        method = path[len("/api/v1/auth/") : -len("-auth/login")]
+        identity = body.get("identityId") if isinstance(body, dict) else None
+        if not isinstance(identity, str) or not identity:
+            return _error(422, "ValidationFailure", ["identityId: Required"])
+        configured = self.identities.get(identity)
+        if configured is None or configured[0] != method:
+            return _error(404, "NotFound", f"{method.upper()} auth method not found for identity")
+        refused = configured[1](body)
+        if refused is not None:
+            return refused
+        return self._issue(self.clock() + self.max_ttl)
+
+    def _renew(self, request: httpx.Request) -> httpx.Response:
+        try:
+            token = json.loads(request.content).get("accessToken")
+        except (ValueError, AttributeError):
+            return _error(400, "BadRequest", "Invalid body")
+        expiry = self.tokens.get(token)
+        family_end = self.family.get(token)
+        now = self.clock()
+        if expiry is None or family_end is None or now >= expiry:
+            return _error(401, "UnauthorizedError", "Token expired or invalid")
+        if now >= family_end:
+            return _error(401, "UnauthorizedError", "Access token has reached its max TTL")
+        self.renewals += 1
+        return self._issue(family_end)
+
     def _check_token(self, token: str | None) -> httpx.Response | None:
         if token is None:
             return _error(401, "UnauthorizedError", "Missing authorization")
-        if token in self.static_tokens:
+        if token in self.static_tokens or token in self.service_tokens:
             return None
         expiry = self.tokens.get(token)
         if expiry is None:
@@ -229,10 +329,12 @@ class FakeInfisical:
             for f in sorted(self.data.get(env, {}))
             if f == root or (recursive and f.startswith("/" if root == "/" else root + "/"))
         ]
+        slugs = {t for t in params.get("tagSlugs", "").split(",") if t}
         secrets = [
             self._secret(env, f, k, v, expand)
             for f in folders
             for k, v in self.data[env][f].items()
+            if not slugs or slugs & set(self.tags.get((env, f, k), []))
         ]
         out: dict[str, Any] = {"secrets": secrets}
         if params.get("include_imports") == "true":
@@ -264,7 +366,10 @@ class FakeInfisical:
             "secretValueHidden": self.hide_values,
             "secretComment": "",
             "secretPath": folder,
-            "tags": [],
+            "tags": [
+                {"id": f"tag-{t}", "slug": t, "name": t.title(), "color": "#888888"}
+                for t in self.tags.get((env, folder, key), [])
+            ],
         }
 
     def _expand(self, env: str, folder: str, value: str, depth: int) -> str:
@@ -285,10 +390,10 @@ class FakeInfisical:
 
 
 def _error(
-    status: int, error: str, message: str, headers: dict[str, str] | None = None
+    status: int, error: str, message: str | list[str], headers: Mapping[str, str] | None = None
 ) -> httpx.Response:
     return httpx.Response(
         status,
         json={"reqId": "req-fake", "statusCode": status, "message": message, "error": error},
-        headers=headers or {},
+        headers=dict(headers or {}),
     )

@@ -6,11 +6,15 @@ v4) with ``recursive``, ``include_imports`` and ``expandSecretReferences``. Impo
 are merged into the configured folder; the folder's own secrets take precedence over
 imported ones, and a later import over an earlier one, as the Infisical CLI does.
 
-Authentication is a machine identity's universal auth (client id and secret exchanged for
-an access token at ``POST /api/v1/auth/universal-auth/login``) or a plain access token. A
-universal-auth token is kept until shortly before ``expiresIn`` runs out, and renewed once
-more when Infisical rejects it (a 401, or the 403 ``TokenError`` it answers for an expired
-token); it is never fetched per request.
+Authentication: every machine-identity login Infisical offers (universal auth,
+Kubernetes, AWS IAM, GCP, Azure, OIDC, JWT, LDAP; :mod:`.logins`), or a token used as it is
+(token auth, or a legacy ``st.`` service token, whose project and single scope are read from
+``GET /api/v2/service-token`` when the config leaves them out). The token is kept and
+renewed as :class:`.auth.TokenKeeper` says; never fetched per request.
+
+``tags`` reads only the secrets carrying one of those tag slugs (``tagSlugs``); each
+entry keeps its tags, so ``include``/``exclude`` patterns of the form ``tag:<slug glob>``
+select by tag too.
 
 Anything short of a complete answer (an outage, a 5xx, a 429, a timeout, a body that is
 not the documented shape, values hidden from this identity) raises ``SourceReadError``:
@@ -19,19 +23,20 @@ the engine retries with backoff and no sync deletes anything because of it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from syncd.config_types import Duration
 from syncd.connector import BaseSource, ConnectorContext, SourceConfig
 from syncd.connectors._http import error_detail, make_client, server_delay
+from syncd.connectors.sources.infisical.auth import InfisicalAuth, TokenKeeper
+from syncd.connectors.sources.infisical.logins import BODIES, METADATA_TIMEOUT, LoginEnv
 from syncd.errors import SourceReadError
-from syncd.logging import get_logger, redactor
+from syncd.logging import get_logger
 from syncd.model import SecretValue, Snapshot, SourceEntry
 from syncd.webhooks import verify_infisical
 
@@ -42,49 +47,9 @@ WALL_CLOCK_KEY = "wall_clock"
 """``ConnectorContext.extra[WALL_CLOCK_KEY]``: epoch seconds for webhook timestamps;
 ``time.time`` when unset."""
 
-LOGIN_PATH = "/api/v1/auth/universal-auth/login"
+SERVICE_TOKEN_PATH = "/api/v2/service-token"
 LIST_PATH_V4 = "/api/v4/secrets"
 LIST_PATH_V3 = "/api/v3/secrets/raw"
-
-# a universal-auth token is renewed this long before it expires: a tenth of its lifetime,
-# at most a minute (the default access token TTL is 2 hours)
-RENEW_MARGIN_MAX = 60.0
-RENEW_MARGIN_SHARE = 0.1
-
-
-class InfisicalAuth(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: Literal["universal_auth", "token"] = "universal_auth"
-    """``universal_auth``: a machine identity's client id and secret; ``token``: an access
-    token (machine identity token auth, or a service token)."""
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    token: SecretStr | None = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> InfisicalAuth:
-        if self.method == "universal_auth":
-            missing = [
-                n
-                for n, v in (("client_id", self.client_id), ("client_secret", self.client_secret))
-                if not v or (isinstance(v, SecretStr) and not v.get_secret_value())
-            ]
-            if missing:
-                raise ValueError(
-                    f"method universal_auth needs {' and '.join(missing)} (or client_secret_file)"
-                )
-            if self.token is not None:
-                raise ValueError("token is for method: token; remove it or change the method")
-        else:
-            if self.token is None or not self.token.get_secret_value():
-                raise ValueError("method token needs token (or token_file)")
-            if self.client_id is not None or self.client_secret is not None:
-                raise ValueError(
-                    "client_id and client_secret are for method: universal_auth; "
-                    "remove them or change the method"
-                )
-        return self
 
 
 def normalize_folder(path: str) -> str:
@@ -100,12 +65,17 @@ class InfisicalSourceConfig(SourceConfig):
     host: str = "https://app.infisical.com"
     """Infisical Cloud (``https://app.infisical.com``, ``https://eu.infisical.com``) or a
     self-hosted instance's URL."""
-    project_id: str = Field(min_length=1)
-    environment: str = Field(min_length=1)
+    project_id: str | None = Field(default=None, min_length=1)
+    """The project's id. Required, except with a legacy service token (its project)."""
+    environment: str | None = Field(default=None, min_length=1)
     """The environment slug (``dev``, ``staging``, ``prod``); also ``{environment}`` in key
-    templates."""
+    templates. Required, except with a service token scoped to one environment."""
     path: str = "/"
-    """The folder to read; entries are named relative to it."""
+    """The folder to read; entries are named relative to it (a service token's own folder
+    when it is scoped to one and this is left at ``/``)."""
+    tags: list[str] = Field(default_factory=list)
+    """Only the secrets carrying one of these tag slugs. Each entry keeps its tags, so
+    ``include``/``exclude`` patterns ``tag:<slug>`` (globs) select by tag as well."""
     recursive: bool = False
     """Also read every sub-folder (``payments/STRIPE_KEY``)."""
     include_imports: bool = True
@@ -137,6 +107,27 @@ class InfisicalSourceConfig(SourceConfig):
     def _path(cls, v: str) -> str:
         return normalize_folder(v)
 
+    @model_validator(mode="after")
+    def _target(self) -> InfisicalSourceConfig:
+        if self.auth.is_service_token:
+            return self
+        missing = [n for n in ("project_id", "environment") if getattr(self, n) is None]
+        if missing:
+            raise ValueError(
+                f"expected {' and '.join(missing)} (only a service token knows its own)"
+            )
+        return self
+
+
+def config_warnings(config: InfisicalSourceConfig) -> list[str]:
+    """What ``syncd validate`` says of an otherwise valid config."""
+    if config.auth.is_service_token:
+        return [
+            "auth.token is a service token (st.…): Infisical deprecates service tokens; "
+            "move to a machine identity (universal_auth, kubernetes, aws_iam, oidc, …)"
+        ]
+    return []
+
 
 def _is_token_rejection(resp: httpx.Response) -> bool:
     """Infisical refuses an expired or revoked token with 401, or 403 ``TokenError``."""
@@ -155,23 +146,38 @@ class InfisicalSource(BaseSource):
     kind: ClassVar[str] = "infisical"
     Config: ClassVar[type[InfisicalSourceConfig]] = InfisicalSourceConfig
     config: InfisicalSourceConfig
+    config_warnings = staticmethod(config_warnings)
 
     def __init__(self, name: str, config: Any, context: ConnectorContext) -> None:
         super().__init__(name, config, context)
         self._clock: Callable[[], float] = context.extra.get(CLOCK_KEY, time.monotonic)
         self._wall: Callable[[], float] = context.extra.get(WALL_CLOCK_KEY, time.time)
         self._client: httpx.AsyncClient | None = None
-        self._token: str | None = None
-        self._renew_at: float | None = None  # monotonic; None: no known expiry
-        self._login_lock = asyncio.Lock()
-        self._list_path = LIST_PATH_V4
+        self._metadata: httpx.AsyncClient | None = None
+        auth = config.auth
+        self.keeper: TokenKeeper | None = None
+        if auth.method != "token":
+            body = BODIES[auth.method]
+            self.keeper = TokenKeeper(
+                auth.method,
+                lambda: body(auth, LoginEnv(self._metadata_http(), wall=self._wall)),
+                self._post,
+                self._failure,
+                clock=self._clock,
+                wall=self._wall,
+                source=name,
+            )
+        # a service token's own project and scope, once read
+        self._target: tuple[str, str, str] | None = None
+        self._list_path = LIST_PATH_V3 if auth.is_service_token else LIST_PATH_V4
 
     # ------------------------------------------------------------------ identity
 
     def scope_key(self) -> str:
         c = self.config
         flags = f"r={int(c.recursive)},i={int(c.include_imports)},e={int(c.expand_references)}"
-        return f"infisical:{c.host}|{c.project_id}|{c.environment}|{c.path}|{flags}"
+        tags = ",".join(sorted(c.tags))
+        return f"infisical:{c.host}|{c.project_id}|{c.environment}|{c.path}|{flags}|t={tags}"
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
         """``x-infisical-signature: t=<ms>;<hex HMAC-SHA256 of the body>``, within
@@ -188,9 +194,10 @@ class InfisicalSource(BaseSource):
         )
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for client in (self._client, self._metadata):
+            if client is not None:
+                await client.aclose()
+        self._client = self._metadata = None
 
     # ------------------------------------------------------------------ calls
 
@@ -203,6 +210,18 @@ class InfisicalSource(BaseSource):
                 timeout=self.config.timeout,
             )
         return self._client
+
+    def _metadata_http(self) -> httpx.AsyncClient:
+        """For cloud metadata and CI token endpoints: short timeouts, no base URL."""
+        if self._metadata is None:
+            self._metadata = make_client(
+                self.context, "", headers={"Accept": "application/json"}, timeout=METADATA_TIMEOUT
+            )
+        return self._metadata
+
+    async def _post(self, operation: str, path: str, body: dict[str, Any]) -> httpx.Response:
+        what = f"{self.config.auth.method} {operation} at {self.config.host}"
+        return await self._send(operation, what, self._http().post(path, json=body))
 
     def _report(self, operation: str, status: str) -> None:
         self.context.on_api_call(self.name, operation, status)
@@ -242,100 +261,97 @@ class InfisicalSource(BaseSource):
 
     # ------------------------------------------------------------------ auth
 
-    def _token_fresh(self) -> bool:
-        if self._token is None:
-            return False
-        return self._renew_at is None or self._clock() < self._renew_at
-
     async def _access_token(self, *, rejected: str | None = None) -> str:
         """The token to send: the kept one while it is fresh and was not ``rejected``."""
-        auth = self.config.auth
-        if auth.method == "token":
-            assert auth.token is not None
-            return auth.token.get_secret_value()
-        async with self._login_lock:
-            # another task may have logged in while this one waited
-            if self._token_fresh() and self._token != rejected:
-                assert self._token is not None
-                return self._token
-            await self._login()
-            assert self._token is not None
-            return self._token
+        if self.keeper is None:
+            token = self.config.auth.token
+            assert token is not None
+            return token.get_secret_value()
+        return await self.keeper.get(rejected=rejected)
 
-    async def _login(self) -> None:
-        auth = self.config.auth
-        assert auth.client_id is not None and auth.client_secret is not None
-        what = f"universal auth login to {self.config.host}"
-        started = self._clock()
-        resp = await self._send(
-            "login",
-            what,
-            self._http().post(
-                LOGIN_PATH,
-                json={
-                    "clientId": auth.client_id,
-                    "clientSecret": auth.client_secret.get_secret_value(),
-                },
-            ),
-        )
-        if not resp.is_success:
-            raise self._failure(resp, what)
-        try:
-            data = resp.json()
-        except ValueError:
-            raise SourceReadError(f"{what}: the answer is not JSON") from None
-        token = data.get("accessToken") if isinstance(data, dict) else None
-        if not isinstance(token, str) or not token:
-            raise SourceReadError(f"{what}: the answer has no accessToken")
-        redactor.add([token])
-        ttl = data.get("expiresIn")
-        self._token = token
-        if isinstance(ttl, int | float) and not isinstance(ttl, bool) and ttl > 0:
-            margin = min(RENEW_MARGIN_MAX, RENEW_MARGIN_SHARE * float(ttl))
-            self._renew_at = started + float(ttl) - margin
-        else:
-            self._renew_at = None  # no stated expiry: renewed when Infisical rejects it
-        get_logger().debug("infisical login", source=self.name, expires_in=ttl)
+    async def _service_token_target(self) -> tuple[str, str, str]:
+        """(project, environment, folder) to read with a service token: the config's, else
+        the token's own (its project, and its one scope when it has a single, exact one)."""
+        if self._target is not None:
+            return self._target
+        c = self.config
+        project, env, folder = c.project_id, c.environment, c.path
+        if project is None or env is None:
+            what = f"GET {SERVICE_TOKEN_PATH}"
+            token = await self._access_token()
+            resp = await self._send(
+                "service_token",
+                what,
+                self._http().get(SERVICE_TOKEN_PATH, headers={"Authorization": f"Bearer {token}"}),
+            )
+            if not resp.is_success:
+                raise self._failure(resp, what)
+            try:
+                data = resp.json()
+            except ValueError:
+                raise SourceReadError(f"{what}: the answer is not JSON") from None
+            project = project or (data.get("workspace") if isinstance(data, dict) else None)
+            scopes = data.get("scopes") if isinstance(data, dict) else None
+            exact = [
+                s
+                for s in scopes or []
+                if isinstance(s, dict) and "*" not in str(s.get("secretPath", "*"))
+            ]
+            if env is None:
+                if len(exact) != 1 or len(scopes or []) != 1:
+                    raise SourceReadError(
+                        f"{what}: the service token has {len(scopes or [])} scopes; set "
+                        "environment (and path) to say which to read"
+                    )
+                env = str(exact[0].get("environment") or "")
+                if folder == "/":
+                    folder = normalize_folder(str(exact[0].get("secretPath") or "/"))
+            if not project or not env:
+                raise SourceReadError(f"{what}: the answer names no project or environment")
+        self._target = (project, env, folder)
+        return self._target
 
     # ------------------------------------------------------------------ reading
 
-    def _params(self, path: str) -> dict[str, str]:
+    async def _params(self, path: str) -> dict[str, str]:
         c = self.config
-        project = "projectId" if path == LIST_PATH_V4 else "workspaceId"
-        return {
-            project: c.project_id,
-            "environment": c.environment,
-            "secretPath": c.path,
+        project, env, folder = (
+            await self._service_token_target()
+            if c.auth.is_service_token
+            else (c.project_id or "", c.environment or "", c.path)
+        )
+        params = {
+            "projectId" if path == LIST_PATH_V4 else "workspaceId": project,
+            "environment": env,
+            "secretPath": folder,
             "recursive": "true" if c.recursive else "false",
             "include_imports": "true" if c.include_imports else "false",
             "expandSecretReferences": "true" if c.expand_references else "false",
         }
+        if c.tags:
+            params["tagSlugs"] = ",".join(c.tags)
+        return params
 
     async def _list(self, path: str) -> httpx.Response:
         what = f"GET {path}"
-        renewed = False
-        while True:
-            token = await self._access_token()
+        token = await self._access_token()
+        for attempt in (1, 2):
             resp = await self._send(
                 "list",
                 what,
                 self._http().get(
                     path,
-                    params=self._params(path),
+                    params=await self._params(path),
                     headers={"Authorization": f"Bearer {token}"},
                 ),
             )
-            if (
-                _is_token_rejection(resp)
-                and self.config.auth.method == "universal_auth"
-                and not renewed
-            ):
-                # expired or revoked early: one fresh login, one more try
-                renewed = True
+            if attempt == 1 and _is_token_rejection(resp) and self.keeper is not None:
+                # expired or revoked early: one fresh login, one more try with its token
                 get_logger().info("infisical token rejected, logging in again", source=self.name)
-                await self._access_token(rejected=token)
+                token = await self._access_token(rejected=token)
                 continue
-            return resp
+            break
+        return resp
 
     async def _fetch(self) -> Any:
         resp = await self._list(self._list_path)
@@ -357,12 +373,13 @@ class InfisicalSource(BaseSource):
     async def snapshot(self) -> Snapshot:
         data = await self._fetch()
         entries = self._entries(data)
-        return Snapshot(tuple(entries), complete=True, environment=self.config.environment)
+        environment = self._target[1] if self._target else self.config.environment or ""
+        return Snapshot(tuple(entries), complete=True, environment=environment)
 
     # ------------------------------------------------------------------ parsing
 
     def _relative(self, secret_path: Any, key: str) -> str:
-        root = self.config.path
+        root = self._target[2] if self._target else self.config.path
         if secret_path is None:
             return ""
         try:
@@ -398,17 +415,23 @@ class InfisicalSource(BaseSource):
             raise SourceReadError(f"{where}: {key} has no secretValue")
         return key, value
 
+    @staticmethod
+    def _tags(item: Any) -> tuple[str, ...]:
+        tags = item.get("tags") if isinstance(item, dict) else None
+        return tuple(str(t["slug"]) for t in tags or [] if isinstance(t, dict) and t.get("slug"))
+
     def _entries(self, data: Any) -> list[SourceEntry]:
         where = f"GET {self._list_path}"
         if not isinstance(data, dict) or not isinstance(data.get("secrets"), list):
             raise SourceReadError(f"{where}: the answer has no secrets list")
-        found: dict[tuple[str, str], str] = {}
+        wanted = set(self.config.tags)
+        found: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
         for item in data["secrets"]:
             fields = self._secret_fields(item, where)
             if fields is None:
                 continue
             key, value = fields
-            found[(self._relative(item.get("secretPath"), key), key)] = value
+            found[(self._relative(item.get("secretPath"), key), key)] = (value, self._tags(item))
         if self.config.include_imports:
             imports = data.get("imports")
             if not isinstance(imports, list):
@@ -423,6 +446,11 @@ class InfisicalSource(BaseSource):
                     fields = self._secret_fields(item, where)
                     if fields is None:
                         continue
+                    tags = self._tags(item)
+                    if wanted and not wanted & set(tags):
+                        continue  # the tag filter holds for imported secrets too
                     key, value = fields
-                    found.setdefault(("", key), value)
-        return [SourceEntry(path, key, SecretValue(v)) for (path, key), v in found.items()]
+                    found.setdefault(("", key), (value, tags))
+        return [
+            SourceEntry(path, key, SecretValue(v), tags) for (path, key), (v, tags) in found.items()
+        ]
