@@ -176,6 +176,8 @@ def summarize(results: Sequence[SyncResult], out: TextIO) -> None:
                 + f" ({c.get('writes', 0)} write call{'' if c.get('writes', 0) == 1 else 's'})",
                 file=out,
             )
+            if p.after is not None:
+                print(f"  {redactor.scrub(p.after.message)}", file=out)
     busy = {(r.name, p.destination) for r in results for p in r.pairs if p.result == "busy"}
     for sync, dest, key, msg in failures(results):
         if (sync, dest) not in busy:
@@ -205,6 +207,8 @@ def print_plan(results: Sequence[SyncResult], out: TextIO) -> None:
                 print(f"  REFUSED: {p.plan.refused}", file=out)
             writes = len(p.plan.writes)
             print(f"  {writes} write{'s' if writes != 1 else ''} planned", file=out)
+            if p.after is not None:
+                print(f"  {redactor.scrub(p.after.message)}", file=out)
 
 
 async def _engine_run(
@@ -368,7 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "once":
             results = asyncio.run(_engine_run(cfg, settings, args, dry_run=False))
             summarize(results, out)
-            return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+            redeploy_failed = any(
+                p.after is not None and p.after.state == "failed" for r in results for p in r.pairs
+            )
+            return EXIT_OK if all(r.ok for r in results) and not redeploy_failed else EXIT_FAILED
         if args.command == "run":
             from syncd.daemon import run_daemon
 

@@ -77,6 +77,10 @@ class Defaults(_Model):
     max_delete_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     """A run that would delete more than this share of a destination's managed keys applies
     nothing and reports, unless ``syncd once --force``."""
+    redeploy_debounce: Duration = 60.0
+    """``syncd run``: how long after the last change a destination's redeploy (``redeploy``,
+    ``build_hook``, ``restart``) waits, so a burst of changes causes one. ``syncd once``
+    redeploys at the end of its pass."""
     retry_budget: Duration = 120.0
     """The most one key waits in backoff (5xx, timeouts, network errors) within one run
     before it fails with the error; the next run tries again. Throttles are not counted:
@@ -110,6 +114,8 @@ class SyncSection(_Model):
     """Overrides ``defaults.on_conflict``."""
     max_delete_fraction: float | None = Field(None, ge=0.0, le=1.0)
     """Overrides ``defaults.max_delete_fraction``."""
+    redeploy_debounce: Duration | None = None
+    """Overrides ``defaults.redeploy_debounce``."""
 
     @field_validator("name")
     @classmethod
@@ -164,6 +170,7 @@ class SyncPolicy:
     delete: DeletePolicy
     on_conflict: ConflictPolicy
     max_delete_fraction: float
+    redeploy_debounce: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -478,6 +485,9 @@ def build_config(raw: dict[str, Any], file: Path, env: typing.Mapping[str, str])
                 s.max_delete_fraction
                 if s.max_delete_fraction is not None
                 else d.max_delete_fraction
+            ),
+            redeploy_debounce=(
+                s.redeploy_debounce if s.redeploy_debounce is not None else d.redeploy_debounce
             ),
         )
         if policy.interval <= 0:

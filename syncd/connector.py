@@ -130,6 +130,15 @@ class Destination(Protocol):
     def classify(self, exc: BaseException) -> ConnectorError:
         """Translate a platform or SDK exception into the core's taxonomy."""
 
+    def after_change_enabled(self) -> bool:
+        """Whether this destination starts something after a change (see BaseDestination)."""
+
+    async def describe_after_change(self) -> str:
+        """What ``after_change`` would start, in words."""
+
+    async def after_change(self) -> AfterChange:
+        """Start it (a deployment, a build, a restart)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -153,8 +162,30 @@ class Source(Protocol):
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class AfterChange:
+    """What a destination started after a change: a deployment, a build, a restart."""
+
+    what: str  # "redeploy vercel production", "build of site s-1"
+    id: str | None = None
+    url: str | None = None
+
+    def describe(self) -> str:
+        out = self.what + (f": {self.id}" if self.id else "")
+        return out + (f" ({self.url})" if self.url else "")
+
+
 class BaseDestination:
-    """Shared plumbing for destinations. Subclasses set the class attributes."""
+    """Shared plumbing for destinations. Subclasses set the class attributes.
+
+    **After a change** (optional). Some platforms apply new values only to what is
+    started after them (Vercel and Netlify deployments; pods reading a Kubernetes Secret).
+    A destination that can start that says so with ``after_change_enabled()``; the core
+    decides when: only after a run that applied a write there and failed nothing there,
+    once per run, debounced in ``syncd run``, kept pending (and retried) until it
+    succeeds. ``describe_after_change()`` says what it would do, for ``plan`` (reads
+    allowed, no writes); ``after_change()`` does it, one platform call that the executor
+    times and retries like any write."""
 
     kind: ClassVar[str]
     Config: ClassVar[type[DestinationConfig]]
@@ -196,6 +227,18 @@ class BaseDestination:
         if isinstance(exc, ConnectorError):
             return exc
         return PermanentError(f"{type(exc).__name__}")
+
+    def after_change_enabled(self) -> bool:
+        """Whether this destination starts something after a change (its config asks)."""
+        return False
+
+    async def describe_after_change(self) -> str:
+        """What ``after_change`` would start, in words (``plan``)."""
+        raise NotImplementedError
+
+    async def after_change(self) -> AfterChange:
+        """Start it; raise a classified error when the platform refuses."""
+        raise NotImplementedError
 
     async def aclose(self) -> None:
         return None

@@ -24,7 +24,7 @@ from typing import Any
 
 from syncd.config import Config, SyncSpec, load_config
 from syncd.connector import Source
-from syncd.coordination import HEARTBEAT_SHARE, Coordinator, owner
+from syncd.coordination import HEARTBEAT_SHARE, Coordinator, Hold, owner
 from syncd.engine import Engine, Hooks
 from syncd.errors import ConfigError, ConfigErrors, StateError
 from syncd.logging import get_logger, redactor
@@ -51,6 +51,8 @@ first; a signal delivered twice at once (terminal plus a forwarding wrapper) dra
 READY_TIMEOUT = 2.0
 """How long /readyz waits for the state store to answer."""
 
+AFTER_CHANGE_POLL = 1.0
+"""How often pending after-change steps (redeploys) are looked at for being due."""
 BUSY_POLL = 1.0
 """How often a pair found busy is looked at again (PostgreSQL also says when it is freed)."""
 
@@ -368,7 +370,7 @@ class Daemon:
             drain_timeout=drain_timeout,
             on_coalesce=lambda name: self.metrics.coalesced.labels(name).inc(),
         )
-        self.engine = self.engine_factory(config, self.hooks)
+        self.engine = self._make_engine(config)
         self._users: dict[Engine, int] = {}
         self._retired: list[Engine] = []
         self._stop = asyncio.Event()
@@ -378,8 +380,64 @@ class Daemon:
         self._mtimes: dict[str, float | None] = {}
         self.scheduler.set_syncs({s.name: sync_period(s) for s in config.syncs}, reason="start")
 
+    def _make_engine(self, cfg: Config) -> Engine:
+        engine = self.engine_factory(cfg, self.hooks)
+        # redeploys wait for the debounce; run_after_changes starts them
+        engine.defer_after_change = True
+        return engine
+
     def _default_engine(self, cfg: Config, hooks: Hooks) -> Engine:
-        return Engine(cfg, self.state, self.fingerprint, hooks=hooks, coordinator=self.coordinator)
+        return Engine(
+            cfg,
+            self.state,
+            self.fingerprint,
+            hooks=hooks,
+            coordinator=self.coordinator,
+        )
+
+    # ------------------------------------------------------------------ after a change
+
+    async def run_after_changes(self, *, due_only: bool = True) -> int:
+        """Run the pending after-change steps (redeploys) of the pairs this replica owns:
+        the due ones, or every one (a drain). Each under its pair's hold, so exactly one
+        process does it. Returns how many pending ones were left undone."""
+        try:
+            pending = self.state.pending_after_changes()
+        except StateError as exc:
+            self.log.warning("cannot read pending redeploys", error=str(exc))
+            return 0
+        engine = self.engine
+        now = engine.now()
+        left = 0
+        for sync, dest, due in pending:
+            try:
+                spec = engine.config.sync(sync)
+            except ConfigError:
+                continue
+            if dest not in spec.destinations:
+                continue
+            if not self.owns(sync):
+                left += 1
+                continue
+            if due_only and due > now:
+                continue
+            got = self.coordinator.try_acquire(sync, dest)
+            if not isinstance(got, Hold):
+                left += 1
+                continue  # its pair is running: the next look
+            try:
+                result = await engine.run_after_change(sync, dest)
+            finally:
+                self.coordinator.release(got)
+            if result.state != "done":
+                left += 1
+        return left
+
+    async def _watch_after_changes(self) -> None:
+        while not self._stop.is_set():
+            await _first(self.sleep(AFTER_CHANGE_POLL), self._stop.wait())
+            if not self._stop.is_set():
+                await self.run_after_changes()
 
     # ------------------------------------------------------------------ sharing the work
 
@@ -626,7 +684,7 @@ class Daemon:
                 options=needs_restart,
             )
         try:
-            engine = self.engine_factory(new, self.hooks)
+            engine = self._make_engine(new)
         except Exception as exc:
             self._reload_failed(path, [f"{type(exc).__name__}: {exc}"])
             return False
@@ -733,6 +791,7 @@ class Daemon:
                 tg.create_task(self._watch_files(), name="file-watch")
                 tg.create_task(self._reload_loop(), name="reload")
                 tg.create_task(self._watch_busy(), name="busy-watch")
+                tg.create_task(self._watch_after_changes(), name="after-change")
                 if self.coordinator.shares_work:
                     tg.create_task(self._watch_replicas(), name="replicas")
                 if sock is not None:
@@ -745,6 +804,14 @@ class Daemon:
                 )
                 clean = await sched
                 self._stop.set()
+                # what this replica applied is redeployed before it goes, debounce or not
+                left = await self.run_after_changes(due_only=False)
+                if left:
+                    self.log.warning(
+                        "redeploys not started before the stop: they stay pending and run "
+                        "at the next start, or on the replica that takes the sync over",
+                        pending=left,
+                    )
                 if http is not None:
                     http.should_exit = True
         finally:

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from syncd import mapping, planner
@@ -29,6 +29,10 @@ shared lock table takes about ``max_locks_per_transaction`` x ``max_connections`
 before it takes its lock."""
 
 
+AFTER_CHANGE_RETRY = 60.0
+"""A failed redeploy stays pending and is tried again this long after."""
+
+
 class Hooks:
     """Observers of the engine (metrics, benchmarks). Every method is optional."""
 
@@ -40,9 +44,23 @@ class Hooks:
 
     def source_read(self, source: str, ok: bool, snapshot: Snapshot | None) -> None: ...
 
+    def after_change(self, sync: str, destination: str, result: str) -> None: ...
+
     def lock_wait(self, sync: str, destination: str) -> None: ...
 
     def busy(self, sync: str, destination: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class AfterResult:
+    """The after-change step of a pair run (a redeploy, a build, a restart).
+
+    ``state``: ``done``, ``failed`` (kept pending, tried again), ``held`` (a key failed),
+    ``deferred`` (``syncd run``: after the debounce), ``planned`` (``plan``)."""
+
+    state: str
+    message: str
+    error_class: str | None = None
 
 
 @dataclass
@@ -54,6 +72,7 @@ class PairResult:
     result: str = "ok"  # ok | failed | refused | source-failed | error | busy | lost
     error: str | None = None
     holder: Holder | None = None  # busy: the process holding the pair
+    after: AfterResult | None = None  # the redeploy (restart) this run led to
 
     @property
     def problems(self) -> list[tuple[str, str, str]]:
@@ -131,6 +150,7 @@ class Engine:
         context_extra: dict[str, Any] | None = None,
         coordinator: Coordinator | None = None,
         lock_timeout: float | None = None,
+        defer_after_change: bool = False,
     ) -> None:
         self.config = config
         self.state = state
@@ -139,6 +159,8 @@ class Engine:
         self._coordinator = coordinator
         self._owns_coordinator = coordinator is None
         self._pair_slots = asyncio.Semaphore(PAIRS_IN_FLIGHT)
+        # syncd run: a redeploy waits for the debounce (the daemon runs it); once: at once
+        self.defer_after_change = defer_after_change
         self.lock_timeout = (
             float(config.state.lock_timeout) if lock_timeout is None else float(lock_timeout)
         )
@@ -379,6 +401,14 @@ class Engine:
                     pr.result = "failed"
             elif pr.problems:
                 pr.result = "failed"
+            if dry_run:
+                if plan.writes and not plan.refused and dest.after_change_enabled():
+                    what = await self.executor.with_retries(
+                        dest, dest.describe_after_change, what="describe redeploy"
+                    )
+                    pr.after = AfterResult("planned", f"then: {what}")
+            elif pr.outcome is not None and not pr.outcome.lost:
+                pr.after = await self._after_run(spec, dest, pr)
             if not dry_run and plan.listed:
                 self.state.set_pair_meta(spec.name, dest_name, listed_at=self.now())
             if not dry_run and not plan.refused:
@@ -401,6 +431,54 @@ class Engine:
         self.hooks.pair_done(pr, time.monotonic() - started)
         (log.debug if dry_run else log.info)("pair done", result=pr.result, **pr.counts)
         return pr
+
+    # ------------------------------------------------------------------ after a change
+
+    async def _after_run(
+        self, spec: SyncSpec, dest: Destination, pr: PairResult
+    ) -> AfterResult | None:
+        """Decide the pair's after-change step once its writes are done: nothing without a
+        write (nor a step still owed from an earlier run), held back while a key failed,
+        deferred by the daemon's debounce, or run now (``once``)."""
+        if not dest.after_change_enabled() or pr.outcome is None:
+            return None
+        wrote = any(c.write for c in pr.outcome.applied)
+        owed = self.state.pair_meta(spec.name, dest.name).after_change_due is not None
+        if not wrote and not owed:
+            return None
+        due = self.now() + timedelta(seconds=spec.policy.redeploy_debounce)
+        failed = len(pr.outcome.failed)
+        if failed:
+            if wrote:  # owed once the failed keys land
+                self.state.set_after_change(spec.name, dest.name, due)
+            n = f"{failed} key{'s' if failed != 1 else ''}"
+            return AfterResult("held", f"redeploy held back: {n} failed")
+        if self.defer_after_change:
+            if wrote:
+                self.state.set_after_change(spec.name, dest.name, due)
+            return AfterResult("deferred", f"redeploy after {spec.policy.redeploy_debounce:g}s")
+        return await self.run_after_change(spec.name, dest.name)
+
+    async def run_after_change(self, sync: str, dest_name: str) -> AfterResult:
+        """The after-change step now. Pending in the state store until it succeeds, so a
+        failed or interrupted one is tried again by the next run or replica."""
+        dest = self.destination(dest_name)
+        log = get_logger(sync=sync, destination=dest_name)
+        self.state.set_after_change(sync, dest_name, self.now())
+        try:
+            done = await self.executor.with_retries(dest, dest.after_change, what="redeploy")
+        except ConnectorError as exc:
+            # tried again after a while (the next run of once, or the daemon's look)
+            retry_at = self.now() + timedelta(seconds=AFTER_CHANGE_RETRY)
+            self.state.set_after_change(sync, dest_name, retry_at)
+            self.hooks.after_change(sync, dest_name, "failed")
+            kind = type(exc).__name__
+            log.error("redeploy failed", error=str(exc), error_class=kind)
+            return AfterResult("failed", f"redeploy failed ({kind}): {exc}", kind)
+        self.state.set_after_change(sync, dest_name, None)
+        self.hooks.after_change(sync, dest_name, "ok")
+        log.info("redeploy started", what=done.describe())
+        return AfterResult("done", f"then: {done.describe()}")
 
     async def make_plan(
         self, spec: SyncSpec, dest: Destination, snap: Snapshot, *, force: bool = False

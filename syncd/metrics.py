@@ -143,6 +143,12 @@ class Metrics:
             "Live replicas sharing the state store, as this replica sees them",
             registry=r,
         )
+        self.redeploys = Counter(
+            "syncd_redeploys",
+            "Redeploys (builds, restarts) started after a change, by result (ok, failed)",
+            ["destination", "result"],
+            registry=r,
+        )
         self.lock_waits = Counter(
             "syncd_lock_waits",
             "Pair runs that waited for a pair another process was running",
@@ -189,6 +195,9 @@ class MetricsHooks(Hooks):
 
     def source_read(self, source: str, ok: bool, snapshot: Snapshot | None) -> None:
         self.metrics.source_reads.labels(source, "ok" if ok else "failed").inc()
+
+    def after_change(self, sync: str, destination: str, result: str) -> None:
+        self.metrics.redeploys.labels(destination, result).inc()
 
     def lock_wait(self, sync: str, destination: str) -> None:
         self.metrics.lock_waits.labels(sync, destination).inc()

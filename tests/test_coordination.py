@@ -24,7 +24,7 @@ from syncd.model import Action, Change, DesiredEntry, Plan, SecretValue
 from syncd.state import open_store
 from syncd.state.base import StateStore
 from syncd.state.postgres_locks import PostgresCoordinator
-from syncd.state.sqlite import V1
+from syncd.state.sqlite import SCHEMA_VERSION, V1
 from syncd.state.sqlite_locks import SqliteCoordinator
 from syncd.testing import memory
 from syncd.testing.memory import MemoryDestination, platform
@@ -326,7 +326,7 @@ def test_a_store_made_by_the_first_release_is_migrated_in_place(tmp_path: Path) 
     finally:
         store.close()
     again = open_store(f"sqlite:///{path}", tmp_path)
-    assert again.migrated_from == 2  # type: ignore[attr-defined]
+    assert again.migrated_from == SCHEMA_VERSION  # type: ignore[attr-defined]
     again.close()
 
 

@@ -696,3 +696,52 @@ async def test_readiness_reports_state_and_drain(rig: Rig) -> None:
     assert rig.task is not None
     await rig.clock.advance(0)
     assert await rig.task == 0
+
+
+# ---------------------------------------------------------------------- redeploy after a change
+
+
+@pytest.fixture
+def redeploy_rig(rig: Rig) -> Rig:
+    body = rig.body()
+    body["destinations"]["dest"]["redeploy"] = True
+    body["defaults"]["redeploy_debounce"] = "1m"
+    rig.write_config(body)
+    platform(rig.platform_name).redeploys.clear()
+    return rig
+
+
+async def test_a_burst_of_changes_causes_one_redeploy_after_the_debounce(
+    redeploy_rig: Rig,
+) -> None:
+    rig = redeploy_rig
+    d = rig.start()
+    await rig.clock.advance(0)  # the start run writes A and B
+    p = platform(rig.platform_name)
+    assert p.redeploys == []  # waiting for the debounce
+    await rig.clock.advance(30)
+    # three changes, each through a webhook, 10 s apart
+    for i in range(3):
+        rig.store["values"]["A"] = f"alpha-burst-{i}"
+        d.trigger_source("src")
+        await rig.clock.advance(10)
+    assert p.redeploys == []  # the debounce counts from the last change
+    await rig.clock.advance(45)
+    assert p.redeploys == []
+    await rig.clock.advance(20)
+    assert p.redeploys == [p.writes]  # one, after every write of the burst
+    # interval runs that change nothing redeploy nothing
+    await rig.clock.advance(60 * 10)
+    assert len(p.redeploys) == 1
+    assert rig.sample("syncd_redeploys_total", {"destination": "dest", "result": "ok"}) == 1.0
+    assert await rig.stop() == 0
+
+
+async def test_a_draining_daemon_redeploys_what_it_applied(redeploy_rig: Rig) -> None:
+    rig = redeploy_rig
+    rig.start()
+    await rig.clock.advance(0)
+    p = platform(rig.platform_name)
+    assert p.redeploys == []
+    assert await rig.stop() == 0  # SIGTERM inside the debounce: redeployed before exit
+    assert p.redeploys == [2]

@@ -48,13 +48,20 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr, field_validator, model_validator
 
-from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
+from syncd.connector import (
+    AfterChange,
+    BaseDestination,
+    Capabilities,
+    ConnectorContext,
+    DestinationConfig,
+)
 from syncd.connectors._http import (
     BearerClient,
     classify_exception,
     classify_response,
     counted_request,
     json_or_none,
+    make_client,
 )
 from syncd.errors import AuthError, ConflictError, ConnectorError, PermanentError, RateLimited
 from syncd.model import Action, Change, ItemOutcome, RemoteEntry, SecretValue
@@ -138,6 +145,12 @@ class NetlifyConfig(DestinationConfig):
     is_secret: bool = True
     """Secret values: write-only at Netlify, for specific non-dev contexts only (not
     ``all``, not ``dev``) and never the post_processing scope, as Netlify requires."""
+    redeploy: bool = False
+    """After a run that changed something here (and failed nothing), start a build of the
+    site (``POST /sites/{site_id}/builds``): Netlify applies variables to new deploys only."""
+    build_hook: SecretStr | None = None
+    """A build hook URL to call instead (``https://api.netlify.com/build_hooks/...``); it
+    starts builds without a token, so it is a credential (``build_hook_file``)."""
 
     @field_validator("api_url")
     @classmethod
@@ -184,6 +197,16 @@ class NetlifyConfig(DestinationConfig):
             raise ValueError("the branch context needs branch: the name of the branch")
         if self.branch is not None and "branch" not in self.contexts:
             raise ValueError("branch is set but the branch context is not in contexts")
+        if (self.redeploy or self.build_hook is not None) and self.site_id is None:
+            what = "build_hook" if self.build_hook is not None else "redeploy"
+            raise ValueError(
+                f"{what}: account-level (shared) variables belong to no site, so there is "
+                "no site to build; set site_id, or drop it"
+            )
+        if self.build_hook is not None and not self.build_hook.get_secret_value().startswith(
+            ("https://", "http://")
+        ):
+            raise ValueError("build_hook: expected the hook's https:// URL")
         if not self.scopes:
             raise ValueError("scopes: expected at least one scope")
         if len(set(self.scopes)) != len(self.scopes):
@@ -284,6 +307,7 @@ class NetlifyDestination(BearerClient, BaseDestination):
         )
         self.slots = config.slots
         self._client: httpx.AsyncClient | None = None
+        self._hook_client: httpx.AsyncClient | None = None
         self._path = f"/accounts/{quote(config.account_id, safe='')}/env"
         self._where = f"site {config.site_id}" if config.site_id else f"account {config.account_id}"
         # the last listing, by key: tells create from set when the planner's change
@@ -326,6 +350,60 @@ class NetlifyDestination(BearerClient, BaseDestination):
         return classify_exception(exc, "netlify")
 
     _json = staticmethod(json_or_none)
+
+    # ------------------------------------------------------------------ after a change
+
+    def after_change_enabled(self) -> bool:
+        return bool(self.config.redeploy or self.config.build_hook is not None)
+
+    async def describe_after_change(self) -> str:
+        if self.config.build_hook is not None:
+            return f"build site {self.config.site_id} through its build hook"
+        return f"build site {self.config.site_id} (POST /sites/{self.config.site_id}/builds)"
+
+    async def after_change(self) -> AfterChange:
+        site = self.config.site_id
+        if self.config.build_hook is not None:
+            if self._hook_client is None:
+                self._hook_client = make_client(
+                    self.context, "", headers={"User-Agent": "syncd"}, timeout=self.config.timeout
+                )
+            resp = await counted_request(
+                self._hook_client,
+                self.count,
+                "netlify",
+                "build_hook",
+                "POST",
+                self.config.build_hook.get_secret_value(),
+                json={},
+            )
+            if not resp.is_success:
+                raise classify_response(resp, f"netlify build hook of site {site}")
+            return AfterChange(f"build of site {site} (build hook)")
+        resp = await counted_request(
+            self.client,
+            self.count,
+            "netlify",
+            "build",
+            "POST",
+            f"/sites/{quote(site or '', safe='')}/builds",
+        )
+        if not resp.is_success:
+            raise self._failure(resp, "start a build")
+        data = self._json(resp)
+        build = data if isinstance(data, Mapping) else {}
+        deploy = build.get("deploy_id")
+        return AfterChange(
+            f"build of site {site}",
+            str(build.get("id") or "") or None,
+            f"https://app.netlify.com/sites/{site}/deploys/{deploy}" if deploy else None,
+        )
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self._hook_client is not None:
+            await self._hook_client.aclose()
+            self._hook_client = None
 
     # ------------------------------------------------------------------ reading
 

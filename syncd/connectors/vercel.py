@@ -35,7 +35,13 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr, field_validator, model_validator
 
-from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
+from syncd.connector import (
+    AfterChange,
+    BaseDestination,
+    Capabilities,
+    ConnectorContext,
+    DestinationConfig,
+)
 from syncd.connectors._http import (
     BearerClient,
     classify_exception,
@@ -132,6 +138,10 @@ class VercelConfig(DestinationConfig):
     writes_per_minute: float | None = 60.0
     """Write calls per minute through this token (null: unpaced); a 429 answer is waited
     out as Vercel's reset header says in any case."""
+    redeploy: bool = False
+    """After a run that changed something here (and failed nothing), redeploy the latest
+    READY production deployment so it serves the new values (Vercel applies variables to
+    new deployments only). Needs production among ``targets``."""
 
     @field_validator("api_url")
     @classmethod
@@ -191,6 +201,13 @@ class VercelConfig(DestinationConfig):
             raise ValueError(
                 "git_branch applies to preview-only variables: Vercel requires "
                 "targets: [preview] when a git branch is set"
+            )
+        if self.redeploy and "production" not in self.targets:
+            raise ValueError(
+                "redeploy: true redeploys the latest READY production deployment, and this "
+                "destination does not write production (targets: "
+                f"{', '.join(self.targets)}); preview deployments are built per branch by "
+                "their next push: drop redeploy, or add production to targets"
             )
         if self.value_type == "sensitive" and "development" in self.targets:
             raise ValueError(
@@ -309,6 +326,67 @@ class VercelDestination(BearerClient, BaseDestination):
         return classify_exception(exc, "vercel")
 
     _json = staticmethod(json_or_none)
+
+    # ------------------------------------------------------------------ after a change
+
+    def after_change_enabled(self) -> bool:
+        return bool(self.config.redeploy)
+
+    async def _latest_production(self) -> Mapping[str, Any] | None:
+        resp = await self._call(
+            "deployments",
+            "GET",
+            "/v6/deployments",
+            params={
+                "projectId": self.config.project,
+                "target": "production",
+                "state": "READY",
+                "limit": "1",
+            },
+        )
+        if not resp.is_success:
+            raise self._failure(resp, "list deployments")
+        data = self._json(resp)
+        found = data.get("deployments") if isinstance(data, Mapping) else None
+        if not isinstance(found, list):
+            raise self._failure(resp, "list deployments: unexpected answer")
+        first = found[0] if found else None
+        return first if isinstance(first, Mapping) else None
+
+    async def describe_after_change(self) -> str:
+        latest = await self._latest_production()
+        if latest is None:
+            return "redeploy vercel production: no READY production deployment yet, none"
+        return f"redeploy vercel production (deployment {latest.get('uid')})"
+
+    async def after_change(self) -> AfterChange:
+        """``POST /v13/deployments?forceNew=1`` with the latest READY production
+        deployment's id: a new production deployment of the same source, built with the
+        variables as they are now."""
+        latest = await self._latest_production()
+        if latest is None:
+            return AfterChange("no READY production deployment to redeploy (none started)")
+        resp = await self._call(
+            "redeploy",
+            "POST",
+            "/v13/deployments",
+            params={"forceNew": "1"},
+            json={
+                "name": latest.get("name") or self.config.project,
+                "deploymentId": latest.get("uid"),
+                "target": "production",
+            },
+        )
+        if not resp.is_success:
+            raise self._failure(resp, f"redeploy of {latest.get('uid')}")
+        data = self._json(resp)
+        new = data if isinstance(data, Mapping) else {}
+        url = new.get("url")
+        return AfterChange(
+            f"redeploy vercel production (of {latest.get('uid')})",
+            str(new.get("id") or "") or None,
+            f"https://{url}" if isinstance(url, str) and url else None,
+        )
 
     # ------------------------------------------------------------------ reading
 

@@ -20,6 +20,7 @@ KEEP_RUNS = 20
 class PairMeta:
     last_listed_at: datetime | None = None
     source_count: int | None = None
+    after_change_due: datetime | None = None  # a redeploy (restart) waits to run then
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,14 @@ class StateStore(Protocol):
         listed_at: datetime | None = None,
         source_count: int | None = None,
     ) -> None: ...
+
+    def set_after_change(self, sync: str, destination: str, due: datetime | None) -> None:
+        """Mark the pair's after-change step pending from ``due`` (None: nothing pending)."""
+        ...
+
+    def pending_after_changes(self) -> list[tuple[str, str, datetime]]:
+        """(sync, destination, due) of every pending after-change step."""
+        ...
 
     def start_run(self, sync: str, destination: str, started_at: datetime) -> int: ...
 

@@ -20,7 +20,7 @@ from syncd.state.base import KEEP_RUNS, PairMeta, RunRow
 if TYPE_CHECKING:
     from syncd.state.postgres_locks import PostgresCoordinator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATION_LOCK = 0x73796E6364  # "syncd": one migrating process at a time
 
 # version 1: the tables of the first release (no meta table)
@@ -78,7 +78,11 @@ CREATE TABLE IF NOT EXISTS syncd_replicas (
     lock_lo BIGINT NOT NULL
 );
 """
-MIGRATIONS = {1: V1, 2: V2}
+# version 3: an after-change step (redeploy, restart) waiting to run, per pair
+V3 = """
+ALTER TABLE syncd_pairs ADD COLUMN IF NOT EXISTS after_change_due TIMESTAMPTZ;
+"""
+MIGRATIONS = {1: V1, 2: V2, 3: V3}
 
 
 def schema_version(db: psycopg.Connection[Any]) -> int:
@@ -188,10 +192,11 @@ class PostgresStore:
 
     def pair_meta(self, sync: str, destination: str) -> PairMeta:
         row = self._exec(
-            "SELECT last_listed_at, source_count FROM syncd_pairs WHERE sync=%s AND destination=%s",
+            "SELECT last_listed_at, source_count, after_change_due FROM syncd_pairs "
+            "WHERE sync=%s AND destination=%s",
             (sync, destination),
         ).fetchone()
-        return PairMeta(row[0], row[1]) if row else PairMeta()
+        return PairMeta(row[0], row[1], row[2]) if row else PairMeta()
 
     def set_pair_meta(
         self,
@@ -208,6 +213,21 @@ class PostgresStore:
             "source_count=COALESCE(EXCLUDED.source_count, syncd_pairs.source_count)",
             (sync, destination, listed_at, source_count),
         )
+
+    def set_after_change(self, sync: str, destination: str, due: datetime | None) -> None:
+        self._exec(
+            "INSERT INTO syncd_pairs (sync, destination, after_change_due) VALUES (%s,%s,%s) "
+            "ON CONFLICT (sync, destination) DO UPDATE SET "
+            "after_change_due=EXCLUDED.after_change_due",
+            (sync, destination, due),
+        )
+
+    def pending_after_changes(self) -> list[tuple[str, str, datetime]]:
+        rows = self._exec(
+            "SELECT sync, destination, after_change_due FROM syncd_pairs "
+            "WHERE after_change_due IS NOT NULL ORDER BY after_change_due"
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def start_run(self, sync: str, destination: str, started_at: datetime) -> int:
         row = self._exec(

@@ -24,7 +24,7 @@ from syncd.state.base import KEEP_RUNS, PairMeta, RunRow
 if TYPE_CHECKING:
     from syncd.state.sqlite_locks import SqliteCoordinator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 
 # version 1: the tables of the first release (no meta table)
@@ -74,7 +74,11 @@ CREATE TABLE IF NOT EXISTS leases (
     PRIMARY KEY (sync, destination)
 );
 """
-MIGRATIONS = {1: V1, 2: V2}
+# version 3: an after-change step (redeploy, restart) waiting to run, per pair
+V3 = """
+ALTER TABLE pairs ADD COLUMN after_change_due TEXT;
+"""
+MIGRATIONS = {1: V1, 2: V2, 3: V3}
 
 T = TypeVar("T")
 
@@ -202,10 +206,11 @@ class SqliteStore:
 
     def pair_meta(self, sync: str, destination: str) -> PairMeta:
         row = self._exec(
-            "SELECT last_listed_at, source_count FROM pairs WHERE sync=? AND destination=?",
+            "SELECT last_listed_at, source_count, after_change_due FROM pairs "
+            "WHERE sync=? AND destination=?",
             (sync, destination),
         ).fetchone()
-        return PairMeta(_dt(row[0]), row[1]) if row else PairMeta()
+        return PairMeta(_dt(row[0]), row[1], _dt(row[2])) if row else PairMeta()
 
     def set_pair_meta(
         self,
@@ -222,6 +227,21 @@ class SqliteStore:
             "source_count=COALESCE(excluded.source_count, pairs.source_count)",
             (sync, destination, _ts(listed_at), source_count),
         )
+
+    def set_after_change(self, sync: str, destination: str, due: datetime | None) -> None:
+        self._exec(
+            "INSERT INTO pairs (sync, destination, after_change_due) VALUES (?,?,?) "
+            "ON CONFLICT (sync, destination) DO UPDATE SET "
+            "after_change_due=excluded.after_change_due",
+            (sync, destination, _ts(due)),
+        )
+
+    def pending_after_changes(self) -> list[tuple[str, str, datetime]]:
+        rows = self._exec(
+            "SELECT sync, destination, after_change_due FROM pairs "
+            "WHERE after_change_due IS NOT NULL ORDER BY after_change_due"
+        ).fetchall()
+        return [(r[0], r[1], _dt(r[2]) or datetime.now(UTC)) for r in rows]
 
     def start_run(self, sync: str, destination: str, started_at: datetime) -> int:
         cur = self._exec(

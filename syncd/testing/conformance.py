@@ -9,6 +9,11 @@ behaviour every user relies on, through the real engine, planner and executor:
 - deletion policy: ``delete: managed`` removes what syncd created, ``never`` keeps it;
 - a throttling answer is waited out and retried, with nothing lost;
 - no value ever reaches a log event or the state store.
+
+A destination with an after-change step (``after_change_enabled``: a redeploy, a build, a
+rollout restart; see :class:`syncd.connector.BaseDestination`) is checked by the core's own
+tests for when it runs (after a run that wrote and failed nothing, once, debounced, kept
+pending until it succeeds); its connector tests check what it starts.
 """
 
 from __future__ import annotations

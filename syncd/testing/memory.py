@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from syncd import registry
-from syncd.connector import BaseDestination, Capabilities, DestinationConfig
-from syncd.errors import AuthError, KeyRejected, RateLimited
+from syncd.connector import AfterChange, BaseDestination, Capabilities, DestinationConfig
+from syncd.errors import AuthError, KeyRejected, RateLimited, RetryableError
 from syncd.model import Change, ItemOutcome, RemoteEntry, SecretValue
 
 
@@ -30,6 +30,8 @@ class MemoryPlatform:
         self.crash_after: int | None = None
         self.auth_broken = False
         self.throttle_page: int | None = None  # throttle this page of a listing, once
+        self.redeploys: list[int] = []  # the platform's write count at each redeploy
+        self.redeploy_fail = 0  # the next redeploys answer a 5xx
 
     def put(self, key: str, value: str) -> int:
         self.data[key] = value
@@ -49,6 +51,7 @@ class MemoryConfig(DestinationConfig):
     platform: str = "default"
     write_only: bool = False
     page_size: int | None = None
+    redeploy: bool = False
 
 
 class MemoryDestination(BaseDestination):
@@ -114,6 +117,21 @@ class MemoryDestination(BaseDestination):
             self.p.writes += 1
             out.append(ItemOutcome(c.key, version=str(self.p.put(c.key, c.desired.value.reveal()))))
         return out
+
+    def after_change_enabled(self) -> bool:
+        return self.config.redeploy
+
+    async def describe_after_change(self) -> str:
+        return f"redeploy memory platform {self.config.platform}"
+
+    async def after_change(self) -> AfterChange:
+        self._gate("redeploy")
+        if self.p.redeploy_fail > 0:
+            self.p.redeploy_fail -= 1
+            raise RetryableError("redeploy: HTTP 502")
+        self.p.redeploys.append(self.p.writes)
+        n = len(self.p.redeploys)
+        return AfterChange("redeploy", f"dpl_{n}", f"https://deploy-{n}.memory-platform.test")
 
     async def delete(self, changes: Sequence[Change]) -> Sequence[ItemOutcome]:
         self._gate("delete")

@@ -132,6 +132,9 @@ class NetlifyAPI:
         self.requests: list[Request] = []
         self._throttles: list[_Throttle] = []
         self._outages: list[list[Any]] = []
+        self.builds: list[tuple[str, str]] = []  # (how, site) of every build started
+        self.build_hooks: dict[str, str] = {}  # hook id -> site
+        self.build_fail = 0  # the next API builds answer 500
         self._window_calls = 0
         self._ids = 0
         self._ticks = 0
@@ -328,6 +331,40 @@ class NetlifyAPI:
         return resp
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "POST" and path.startswith("/build_hooks/"):
+            # a build hook needs no token: the URL is the credential
+            self.requests.append(Request("POST", path, {}, None))
+            if path[len("/build_hooks/") :] not in self.build_hooks:
+                return self._error(404, "Not Found")
+            self.builds.append(("hook", self.build_hooks[path[len("/build_hooks/") :]]))
+            return httpx.Response(200)
+        if (
+            request.method == "POST"
+            and path.startswith("/api/v1/sites/")
+            and path.endswith("/builds")
+        ):
+            self.requests.append(Request("POST", path, {}, None))
+            if request.headers.get("authorization") != f"Bearer {self.token}":
+                return self._error(401, "Access Denied: bad token")
+            site = unquote(path[len("/api/v1/sites/") : -len("/builds")])
+            if site not in self.vars or site is None:
+                return self._error(404, "Not Found")
+            if self.build_fail > 0:
+                self.build_fail -= 1
+                return self._error(500, "Internal Server Error")
+            self.builds.append(("api", site))
+            n = len(self.builds)
+            return httpx.Response(
+                200,
+                json={
+                    "id": f"build{n:04d}",
+                    "deploy_id": f"deploy{n:04d}",
+                    "sha": None,
+                    "done": False,
+                    "error": None,
+                },
+            )
         body: Any = None
         if request.content:
             try:

@@ -8,6 +8,9 @@ overlapping targets of one key refused (``ENV_CONFLICT``), bulk create with ``up
 answering ``created`` and ``failed``, edit and delete by id, batch delete (1 to 1000 ids),
 listing in pages (``pagination.next`` → ``until``) and 429 answers carrying
 ``X-RateLimit-Reset``. Error messages never quote a value.
+
+Deployments: ``GET /v6/deployments`` (projectId, target, state, limit; newest first) and
+``POST /v13/deployments?forceNew=1`` with ``{name, deploymentId, target}`` redeploying one.
 """
 
 from __future__ import annotations
@@ -102,6 +105,9 @@ class FakeVercel:
     failing_keys: dict[str, str] = field(default_factory=dict)
     _faults: list[_Fault] = field(default_factory=list)
     _outages: list[_Outage] = field(default_factory=list)
+    # deployments of the project, newest last: uid, name, url, state, target
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    redeploy_fail: int = 0  # the next redeploys answer 500
     _window_calls: int = 0
     _clock: int = 1_760_000_000_000
     _ids: int = 0
@@ -234,9 +240,74 @@ class FakeVercel:
         if self.team_id is not None and params.get("teamId") != self.team_id:
             raise Problem("not_found", "Project not found", 404)
 
+    def deploy(self, state: str = "READY", target: str | None = "production") -> str:
+        """A deployment of the project, as a push would make."""
+        uid = f"dpl_{len(self.deployments) + 1:04d}"
+        self.deployments.append(
+            {
+                "uid": uid,
+                "name": self.project_name,
+                "url": f"{self.project_name}-{uid[4:]}.vercel.app",
+                "state": state,
+                "target": target,
+                "created": self.tick(),
+            }
+        )
+        return uid
+
+    def redeploys(self) -> list[Request]:
+        return [r for r in self.requests if r.method == "POST" and r.path == "/v13/deployments"]
+
+    def _deployments(
+        self, method: str, path: str, params: Mapping[str, str], body: Any
+    ) -> httpx.Response:
+        if self.team_id is not None and params.get("teamId") != self.team_id:
+            raise Problem("not_found", "Project not found", 404)
+        if method == "GET" and path == "/v6/deployments":
+            project = params.get("projectId")
+            if project is not None:
+                self._project(project, params)
+            found = [
+                d
+                for d in reversed(self.deployments)
+                if (params.get("target") is None or d["target"] == params["target"])
+                and (params.get("state") is None or d["state"] in params["state"].split(","))
+            ][: int(params.get("limit", "20"))]
+            return httpx.Response(
+                200, json={"deployments": found, "pagination": {"count": len(found), "next": None}}
+            )
+        if method == "POST" and path == "/v13/deployments":
+            if self.redeploy_fail > 0:
+                self.redeploy_fail -= 1
+                raise Problem("internal_server_error", "An unexpected error happened", 500)
+            if not isinstance(body, dict) or not body.get("name"):
+                raise Problem("bad_request", "Invalid request: missing required property `name`")
+            source = next(
+                (d for d in self.deployments if d["uid"] == body.get("deploymentId")), None
+            )
+            if source is None:
+                raise Problem("not_found", "Deployment not found", 404)
+            if params.get("forceNew") != "1":
+                raise Problem("bad_request", "a redeploy without forceNew reuses the build cache")
+            uid = self.deploy(state="QUEUED", target=body.get("target"))
+            new = self.deployments[-1]
+            return httpx.Response(
+                200,
+                json={
+                    "id": uid,
+                    "url": new["url"],
+                    "readyState": "QUEUED",
+                    "name": new["name"],
+                    "target": new["target"],
+                },
+            )
+        raise Problem("not_found", "Not found", 404)
+
     def _route(
         self, method: str, path: str, params: Mapping[str, str], body: Any
     ) -> httpx.Response:
+        if path.startswith(("/v6/deployments", "/v13/deployments")):
+            return self._deployments(method, path, params, body)
         parts = path.strip("/").split("/")
         if len(parts) < 3 or parts[1] != "projects":
             raise Problem("not_found", "Not found", 404)
