@@ -13,7 +13,7 @@ import yaml
 
 from syncd import registry
 from syncd.cli import main
-from syncd.errors import ConfigErrors
+from syncd.errors import ConfigErrors, PermanentError
 from syncd.testing import memory
 from syncd.testing.memory import platform
 from syncd.testing.workbench import Workbench
@@ -215,11 +215,12 @@ def test_once_exits_1_when_the_redeploy_fails_and_prints_it(
             }
         )
     )
-    platform("redeploy-cli").redeploy_fail = 100
+    platform("redeploy-cli").redeploy_fail = 1
+    platform("redeploy-cli").redeploy_error = PermanentError  # not retried: no real backoff
     assert main(["-c", str(cfg), "once"]) == 1
     out = capsys.readouterr().out
     assert "app → mem: ok: 1 created" in out
-    assert "redeploy failed (RetryableError): " in out
+    assert "redeploy failed (PermanentError): " in out
     platform("redeploy-cli").redeploy_fail = 0
     assert main(["-c", str(cfg), "once"]) == 0  # nothing written, the owed redeploy done
     assert "then: redeploy: dpl_1 (https://deploy-1.memory-platform.test)" in capsys.readouterr().out

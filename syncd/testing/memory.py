@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from syncd import registry
 from syncd.connector import AfterChange, BaseDestination, Capabilities, DestinationConfig
-from syncd.errors import AuthError, KeyRejected, RateLimited, RetryableError
+from syncd.errors import AuthError, ConnectorError, KeyRejected, RateLimited, RetryableError
 from syncd.model import Change, ItemOutcome, RemoteEntry, SecretValue
 
 
@@ -31,7 +31,8 @@ class MemoryPlatform:
         self.auth_broken = False
         self.throttle_page: int | None = None  # throttle this page of a listing, once
         self.redeploys: list[int] = []  # the platform's write count at each redeploy
-        self.redeploy_fail = 0  # the next redeploys answer a 5xx
+        self.redeploy_fail = 0  # the next redeploys fail
+        self.redeploy_error: type[ConnectorError] = RetryableError  # as a 5xx, by default
 
     def put(self, key: str, value: str) -> int:
         self.data[key] = value
@@ -128,7 +129,7 @@ class MemoryDestination(BaseDestination):
         self._gate("redeploy")
         if self.p.redeploy_fail > 0:
             self.p.redeploy_fail -= 1
-            raise RetryableError("redeploy: HTTP 502")
+            raise self.redeploy_error("redeploy: HTTP 502")
         self.p.redeploys.append(self.p.writes)
         n = len(self.p.redeploys)
         return AfterChange("redeploy", f"dpl_{n}", f"https://deploy-{n}.memory-platform.test")
