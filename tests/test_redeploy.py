@@ -223,6 +223,7 @@ def test_once_exits_1_when_the_redeploy_fails_and_prints_it(
     assert "redeploy failed (PermanentError): " in out
     platform("redeploy-cli").redeploy_fail = 0
     assert main(["-c", str(cfg), "once"]) == 0  # nothing written, the owed redeploy done
-    assert "then: redeploy: dpl_1 (https://deploy-1.memory-platform.test)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "then: redeploy: dpl_1 (https://deploy-1.memory-platform.test)" in out
     assert platform("redeploy-cli").redeploys == [1]
     registry.unregister(registry.DESTINATION_GROUP, "memory")
