@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -272,21 +272,25 @@ def cmd_status(cfg: Config, settings: Settings, out: TextIO, as_json: bool = Fal
         print("no runs recorded yet", file=out)
     else:
         print(
-            f"{'SYNC':<20} {'DESTINATION':<20} {'RESULT':<13} {'WHEN (UTC)':<20} "
-            "COUNTS / LAST ERROR",
+            f"{'SYNC':<20} {'DESTINATION':<20} {'STATE':<10} {'RESULT':<13} "
+            f"{'LAST RUN (UTC)':<20} {'NEXT RUN (UTC)':<20} COUNTS",
             file=out,
         )
-    pad = f"{'':<20} {'':<20} {'':<13} {'':<20}"
-    for p in report.pairs:
+    pad = " " * 20
+    for p in report.ordered():
         r = p.last_run
         if r is None and p.holder is None:
             continue
         result = r.result if r is not None else "-"
-        when = (r.ended_at or r.started_at).strftime("%Y-%m-%d %H:%M:%S") if r else "-"
+        when = _utc(r.ended_at or r.started_at) if r else "-"
         counts = ", ".join(f"{v} {k}" for k, v in sorted(r.counts.items()) if v) if r else ""
-        print(f"{p.sync:<20} {p.destination:<20} {result:<13} {when:<20} {counts or '-'}", file=out)
+        print(
+            f"{p.sync:<20} {p.destination:<20} {p.state:<10} {result:<13} {when:<20} "
+            f"{_utc(p.next_run):<20} {counts or '-'}",
+            file=out,
+        )
         if r is not None and r.error:
-            print(f"{pad} last error: {r.error}", file=out)
+            print(f"{pad} last error ({p.error_class}): {r.error}", file=out)
         if p.holder is not None:
             print(f"{pad} running now: {p.holder.describe()}", file=out)
     if report.replicas:
@@ -295,6 +299,10 @@ def cmd_status(cfg: Config, settings: Settings, out: TextIO, as_json: bool = Fal
             seen = rep.heartbeat_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
             print(f"  {rep.id}  host {rep.host} pid {rep.pid}  heartbeat {seen} UTC", file=out)
     return EXIT_OK
+
+
+def _utc(dt: datetime | None) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if dt else "-"
 
 
 def cmd_connectors(out: TextIO) -> int:

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from syncd import registry
 from syncd.config_types import Duration
@@ -47,6 +55,9 @@ class ServerSection(_Model):
     """HOST:PORT that ``syncd run`` serves /healthz /readyz /metrics /webhooks on."""
     max_body_bytes: int = 1_048_576
     """Webhook bodies larger than this are refused with 413."""
+    status_token: SecretStr | None = None
+    """When set, ``/status`` and ``/status.json`` need it: ``Authorization: Bearer <token>``,
+    or HTTP Basic with it as the password (a browser prompts). Also ``status_token_file``."""
 
     @field_validator("listen")
     @classmethod
@@ -146,6 +157,37 @@ class SyncSection(_Model):
         return v
 
 
+NotifyEvent = Literal["failure", "recovery", "change"]
+DEFAULT_EVENTS: tuple[NotifyEvent, ...] = ("failure", "recovery")
+
+
+class NotifyEntry(_Model):
+    """Someone to tell when a (sync, destination) pair breaks, recovers or changes."""
+
+    url: SecretStr
+    """An Apprise URL (``slack://…``, ``msteams://…``, ``mailto://…``, ``discord://…``,
+    ``json://…``) or, with ``secret``, an ``https://`` URL that receives a signed JSON body.
+    A credential (``url_file``): it is never logged."""
+    on: list[NotifyEvent] = Field(default_factory=lambda: list(DEFAULT_EVENTS))
+    """``failure`` (ok, or never run, to failing), ``recovery`` (failing to ok), ``change``
+    (after a run that applied writes; key names and counts only)."""
+    repeat: Duration = 86400.0
+    """A pair still failing is reminded at most this often."""
+    secret: SecretStr | None = None
+    """Signs the JSON body: ``X-Syncd-Signature: sha256=<hex HMAC-SHA256>`` (``secret_file``)."""
+
+    @model_validator(mode="after")
+    def _url(self) -> NotifyEntry:
+        url = self.url.get_secret_value()
+        if "://" not in url:
+            raise ValueError("url: expected an Apprise URL (slack://…) or an https:// URL")
+        if self.secret is not None and not url.startswith(("https://", "http://")):
+            raise ValueError("secret signs an https:// webhook; this url is an Apprise URL")
+        if not self.on:
+            raise ValueError("on: expected at least one of failure, recovery, change")
+        return self
+
+
 class Envelope(_Model):
     version: Literal[1]
     """The config format version."""
@@ -153,6 +195,8 @@ class Envelope(_Model):
     """Where syncd remembers what it pushed: fingerprints and versions, never values."""
     server: ServerSection = ServerSection()
     """The HTTP surface of ``syncd run``."""
+    notify: list[NotifyEntry] = Field(default_factory=list)
+    """Who is told when a (sync, destination) pair starts failing, recovers or changes."""
     defaults: Defaults = Defaults()
     """Policy every sync inherits."""
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -204,6 +248,7 @@ class Config:
     syncs: list[SyncSpec]
     secrets: set[str] = field(default_factory=set)
     state: StateSection = field(default_factory=StateSection)
+    notify: list[NotifyEntry] = field(default_factory=list)
 
     def sync(self, name: str) -> SyncSpec:
         for s in self.syncs:
@@ -406,6 +451,14 @@ def build_config(raw: dict[str, Any], file: Path, env: typing.Mapping[str, str])
     errors: list[ConfigError] = []
     base_dir = file.parent
     data = expand_env(raw, env, [], errors)
+    data = apply_file_twins(data, Envelope, [], base_dir, errors)
+    if isinstance(data.get("notify"), list):
+        data["notify"] = [
+            apply_file_twins(item, NotifyEntry, ["notify", i], base_dir, errors)
+            if isinstance(item, dict)
+            else item
+            for i, item in enumerate(data["notify"])
+        ]
     try:
         envelope = Envelope.model_validate(data)
     except ValidationError as exc:
@@ -525,6 +578,7 @@ def build_config(raw: dict[str, Any], file: Path, env: typing.Mapping[str, str])
         sources,
         destinations,
         syncs,
-        {s for s in secrets if s},
+        {s for s in secrets | set(iter_secrets(envelope)) if s},
         envelope.state,
+        list(envelope.notify),
     )

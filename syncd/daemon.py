@@ -19,8 +19,9 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Collection, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd.config import Config, SyncSpec, load_config
 from syncd.connector import Source
@@ -32,6 +33,9 @@ from syncd.metrics import Metrics, MetricsHooks
 from syncd.model import Snapshot
 from syncd.settings import Settings
 from syncd.state import Fingerprinter, StateStore, open_store
+
+if TYPE_CHECKING:
+    from syncd.status import Status
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -583,6 +587,39 @@ class Daemon:
             except StateError as exc:
                 self.log.error("could not hand a trigger to its replica", sync=n, error=str(exc))
         return started
+
+    @property
+    def status_token(self) -> str | None:
+        token = self.config.server.status_token
+        return token.get_secret_value() if token is not None else None
+
+    def status(self) -> Status:
+        """The status of every pair, with what only the daemon knows: when each sync runs
+        next, the last read of each source, the pairs found busy."""
+        from syncd import status
+
+        wall_now = self.hooks.wall()
+        mono_now = self.clock()
+        next_runs = {}
+        for name in self.scheduler.names:
+            due = self.scheduler.next_due(name)
+            if self.scheduler.pending(name) is not None or name in self.scheduler.running:
+                due = mono_now
+            next_runs[name] = datetime.fromtimestamp(wall_now + max(0.0, due - mono_now), UTC)
+        sources = {
+            name: status.SourceRead(ok, at, keys)
+            for name, (ok, at, keys) in self.hooks.last_reads.items()
+        }
+        busy = {(sync, d) for sync, dests in self._waiting.items() for d in dests}
+        return status.collect(
+            self.config,
+            self.state,
+            self.coordinator,
+            next_runs=next_runs,
+            sources=sources,
+            busy=busy,
+            now=datetime.fromtimestamp(wall_now, UTC),
+        )
 
     async def readiness(self) -> Readiness:
         checks = {"config": "ok"}

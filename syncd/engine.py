@@ -10,17 +10,20 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd import mapping, planner
 from syncd.config import Config, SyncSpec
 from syncd.connector import ConnectorContext, Destination, Source
 from syncd.coordination import Coordinator, Hold, Holder, acquire
-from syncd.errors import ConnectorError, SourceReadError, StateError
+from syncd.errors import ConnectorError, RetryableError, SourceReadError, StateError
 from syncd.executor import Executor, PairOutcome
 from syncd.logging import get_logger, redactor
 from syncd.model import Action, Plan, Snapshot
 from syncd.state.base import StateStore
+
+if TYPE_CHECKING:
+    from syncd.notify import Notifier
 
 PAIRS_IN_FLIGHT = 512
 """Pair runs one process applies at once. Each holds a lock while it runs (PostgreSQL's
@@ -31,6 +34,24 @@ before it takes its lock."""
 
 AFTER_CHANGE_RETRY = 60.0
 """A failed redeploy stays pending and is tried again this long after."""
+
+
+# an ItemFailure's kind (its error's class name) as the error class shown to users
+KIND_CLASS = {
+    "RetryableError": "platform",
+    "RateLimited": "platform",
+    "lost": "platform",
+    "auth": "config",
+    "AuthError": "config",
+    "KeyRejected": "config",
+    "PermanentError": "config",
+    "QuotaExceeded": "config",
+    "ConflictError": "config",
+}
+
+
+def error_class_of(exc: BaseException) -> str:
+    return "platform" if isinstance(exc, RetryableError | StateError) else "config"
 
 
 class Hooks:
@@ -45,6 +66,8 @@ class Hooks:
     def source_read(self, source: str, ok: bool, snapshot: Snapshot | None) -> None: ...
 
     def after_change(self, sync: str, destination: str, result: str) -> None: ...
+
+    def notification(self, result: str) -> None: ...
 
     def lock_wait(self, sync: str, destination: str) -> None: ...
 
@@ -73,6 +96,7 @@ class PairResult:
     error: str | None = None
     holder: Holder | None = None  # busy: the process holding the pair
     after: AfterResult | None = None  # the redeploy (restart) this run led to
+    failure_class: str | None = None  # result error: the class of what stopped the pair
 
     @property
     def problems(self) -> list[tuple[str, str, str]]:
@@ -86,6 +110,53 @@ class PairResult:
             for f in self.outcome.failed:
                 out.append((f.change.label, "failed", f.message))
         return out
+
+    @property
+    def problem_rows(self) -> list[dict[str, str]]:
+        """Each key that failed, was blocked or conflicted: key (as the source names it),
+        kind, reason and error class. Names and reasons only, never a value."""
+        out: list[dict[str, str]] = []
+        if self.plan is not None:
+            for c in self.plan.changes:
+                if c.action in (Action.BLOCKED, Action.CONFLICT):
+                    out.append(
+                        {
+                            "key": c.label,
+                            "kind": str(c.action),
+                            "reason": c.reason,
+                            "class": "config",
+                        }
+                    )
+        if self.outcome is not None:
+            for f in self.outcome.failed:
+                out.append(
+                    {
+                        "key": f.change.label,
+                        "kind": "failed",
+                        "reason": f.message,
+                        "class": KIND_CLASS.get(f.kind, "config"),
+                    }
+                )
+        return out
+
+    @property
+    def error_class(self) -> str | None:
+        """What the user must do about this run: ``config`` (fix the config, the credential
+        or its permissions, the key), ``platform`` (the platform failed or throttled; syncd
+        retries), ``source`` (the source could not be read; nothing changed); None when
+        nothing is wrong."""
+        if self.result == "source-failed":
+            return "source"
+        if self.result in ("ok", "busy"):
+            return None
+        if self.result == "refused":
+            return "config"
+        if self.result == "lost":
+            return "platform"
+        if self.result == "error":
+            return self.failure_class or "config"
+        classes = {p["class"] for p in self.problem_rows}
+        return "config" if "config" in classes else ("platform" if classes else None)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -151,6 +222,7 @@ class Engine:
         coordinator: Coordinator | None = None,
         lock_timeout: float | None = None,
         defer_after_change: bool = False,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -161,6 +233,7 @@ class Engine:
         self._pair_slots = asyncio.Semaphore(PAIRS_IN_FLIGHT)
         # syncd run: a redeploy waits for the debounce (the daemon runs it); once: at once
         self.defer_after_change = defer_after_change
+        self._notifier = notifier
         self.lock_timeout = (
             float(config.state.lock_timeout) if lock_timeout is None else float(lock_timeout)
         )
@@ -207,7 +280,35 @@ class Engine:
             self._coordinator = self.state.coordinator(lease=float(self.config.state.lease))
         return self._coordinator
 
+    @property
+    def notifier(self) -> Notifier | None:
+        """Who is told about failing and recovering pairs (None without ``notify:``)."""
+        if self._notifier is None and self.config.notify:
+            from syncd.notify import Notifier
+
+            self._notifier = Notifier(
+                self.config.notify,
+                self.state,
+                now=self.now,
+                sleep=self.executor.sleep,
+                replica=self.coordinator.identity,
+                on_result=self.hooks.notification,
+                transport=self.context.extra.get("notify_transport"),
+            )
+        return self._notifier
+
+    def _notify(self, pr: PairResult) -> None:
+        notifier = self.notifier
+        if notifier is None:
+            return
+        try:
+            notifier.pair_done(pr)
+        except Exception as exc:  # telling people must never fail a sync
+            get_logger().error("notification skipped", error=f"{type(exc).__name__}: {exc}")
+
     async def aclose(self) -> None:
+        if self._notifier is not None:
+            await self._notifier.drain()
         if self._owns_coordinator and self._coordinator is not None:
             self._coordinator.close()
             self._coordinator = None
@@ -295,9 +396,10 @@ class Engine:
                     now = self.now()
                     try:
                         run_id = self.state.start_run(spec.name, d, now)
-                        self.state.finish_run(run_id, now, pr.result, {}, msg)
+                        self.state.finish_run(run_id, now, pr.result, {}, msg, error_class="source")
                     except StateError as err:
                         log.error("run not recorded: state store", error=str(err))
+                    self._notify(pr)
                 result.pairs.append(pr)
             return result
         result.pairs = list(
@@ -415,9 +517,11 @@ class Engine:
                 self.state.set_pair_meta(spec.name, dest_name, source_count=len(snap))
         except ConnectorError as exc:
             pr.result, pr.error = "error", f"{type(exc).__name__}: {exc}"
-            log.error("pair failed", error=pr.error)
+            pr.failure_class = error_class_of(exc)
+            log.error("pair failed", error=pr.error, error_class=pr.failure_class)
         except StateError as exc:
             pr.result, pr.error = "error", str(exc)
+            pr.failure_class = "platform"
             log.error("pair failed: state store", error=pr.error)
         except Exception as exc:  # a connector bug must not take the other pairs down
             pr.result, pr.error = "error", f"unexpected {type(exc).__name__}: {exc}"
@@ -425,9 +529,18 @@ class Engine:
         if run_id is not None:
             err = pr.error or ("; ".join(f"{k}: {m}" for k, _, m in pr.problems[:5]) or None)
             try:
-                self.state.finish_run(run_id, self.now(), pr.result, pr.counts, err)
+                self.state.finish_run(
+                    run_id,
+                    self.now(),
+                    pr.result,
+                    pr.counts,
+                    err,
+                    error_class=pr.error_class,
+                    problems=pr.problem_rows,
+                )
             except StateError as exc:
                 log.error("run not recorded: state store", error=str(exc))
+            self._notify(pr)
         self.hooks.pair_done(pr, time.monotonic() - started)
         (log.debug if dry_run else log.info)("pair done", result=pr.result, **pr.counts)
         return pr

@@ -42,6 +42,12 @@ class Redactor:
                             self._values.add(line)
                 self._sorted = sorted(self._values, key=len, reverse=True)
 
+    def clear(self) -> None:
+        """Forget every value (tests start each from nothing)."""
+        with self._lock:
+            self._values.clear()
+            self._sorted = []
+
     def scrub(self, text: str) -> str:
         for v in self._sorted:
             if v in text:

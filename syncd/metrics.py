@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -149,6 +150,12 @@ class Metrics:
             ["destination", "result"],
             registry=r,
         )
+        self.notifications = Counter(
+            "syncd_notifications",
+            "Notifications (failure, recovery, change) by result: sent or failed",
+            ["result"],
+            registry=r,
+        )
         self.lock_waits = Counter(
             "syncd_lock_waits",
             "Pair runs that waited for a pair another process was running",
@@ -186,6 +193,8 @@ class MetricsHooks(Hooks):
         self.clock = clock
         self.wall = wall
         self.changed_at: dict[str, float] = {}
+        # source -> (ok, when, keys) of its last read, for the status page
+        self.last_reads: dict[str, tuple[bool, datetime, int | None]] = {}
 
     def api_call(self, destination: str, operation: str, status: str) -> None:
         self.metrics.api_calls.labels(destination, operation, status).inc()
@@ -195,9 +204,14 @@ class MetricsHooks(Hooks):
 
     def source_read(self, source: str, ok: bool, snapshot: Snapshot | None) -> None:
         self.metrics.source_reads.labels(source, "ok" if ok else "failed").inc()
+        when = datetime.fromtimestamp(self.wall(), UTC)
+        self.last_reads[source] = (ok, when, len(snapshot) if snapshot is not None else None)
 
     def after_change(self, sync: str, destination: str, result: str) -> None:
         self.metrics.redeploys.labels(destination, result).inc()
+
+    def notification(self, result: str) -> None:
+        self.metrics.notifications.labels(result).inc()
 
     def lock_wait(self, sync: str, destination: str) -> None:
         self.metrics.lock_waits.labels(sync, destination).inc()

@@ -1,4 +1,5 @@
-"""The HTTP surface of ``syncd run``: /healthz, /readyz, /metrics and the webhooks.
+"""The HTTP surface of ``syncd run``: /healthz, /readyz, /metrics, /status, /status.json
+and the webhooks.
 
 Webhook requests are answered from key names, source names and status codes only: the
 body is read (up to ``server.max_body_bytes``), verified and dropped; nothing of it is
@@ -7,18 +8,25 @@ logged or echoed.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hmac
+import json
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from syncd.connector import BaseSource, Source
-from syncd.logging import get_logger
+from syncd.logging import get_logger, redactor
 from syncd.metrics import Metrics
 from syncd.webhooks import verify_generic, verify_infisical
+
+if TYPE_CHECKING:
+    from syncd.status import Status
 
 DEFAULT_INFISICAL_TOLERANCE = 300.0
 
@@ -44,6 +52,11 @@ class Backend(Protocol):
     def trigger_source(self, name: str, reason: str = "webhook") -> list[str]: ...
 
     async def readiness(self) -> ReadinessLike: ...
+
+    @property
+    def status_token(self) -> str | None: ...
+
+    def status(self) -> Status: ...
 
 
 class BodyTooLarge(Exception):
@@ -94,8 +107,58 @@ def verify(kind: str, source: Source, headers: Mapping[str, str], body: bytes) -
     return bool(source.verify_webhook(headers, body))
 
 
+def authorized(request: Request, token: str | None) -> bool:
+    """``Authorization: Bearer <token>``, or HTTP Basic with the token as the password;
+    compared in constant time."""
+    if token is None:
+        return True
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(given.strip(), validate=True).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def create_app(backend: Backend) -> Starlette:
     log = get_logger()
+
+    def refuse_status() -> Response:
+        return JSONResponse(
+            {"error": "this page needs the status token"},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Basic realm="syncd status", charset="UTF-8"'},
+        )
+
+    async def status_page(request: Request) -> Response:
+        if not authorized(request, backend.status_token):
+            return refuse_status()
+        from syncd.status import render_html
+
+        html = await asyncio.to_thread(lambda: render_html(backend.status()))
+        return HTMLResponse(
+            redactor.scrub(html),
+            headers={
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                "script-src 'unsafe-inline'; connect-src 'self'",
+            },
+        )
+
+    async def status_json(request: Request) -> Response:
+        if not authorized(request, backend.status_token):
+            return refuse_status()
+        data = await asyncio.to_thread(lambda: backend.status().to_json())
+        return Response(
+            redactor.scrub(json.dumps(data)),
+            media_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -149,6 +212,8 @@ def create_app(backend: Backend) -> Starlette:
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET", "HEAD"]),
+            Route("/status", status_page, methods=["GET", "HEAD"]),
+            Route("/status.json", status_json, methods=["GET", "HEAD"]),
             Route("/webhooks/infisical/{source}", infisical, methods=["POST"]),
             Route("/webhooks/generic/{source}", generic, methods=["POST"]),
         ]

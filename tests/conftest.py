@@ -8,12 +8,16 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import structlog
 
+from syncd.logging import redactor
+
 
 @pytest.fixture(autouse=True)
 def _fresh_structlog() -> Iterator[None]:
-    """Each test starts from structlog's defaults, whatever an earlier CLI call configured."""
+    """Each test starts from structlog's defaults, whatever an earlier CLI call configured,
+    and with a redactor that knows none of an earlier test's values."""
     yield
     structlog.reset_defaults()
+    redactor.clear()
 
 
 @pytest.fixture(autouse=True)

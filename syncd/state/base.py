@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -12,6 +13,8 @@ if TYPE_CHECKING:
     from syncd.coordination import Coordinator
 
 
+MAX_PROBLEMS = 200
+"""Failing keys kept per run (the first ones)."""
 KEEP_RUNS = 20
 """Runs kept per (sync, destination); older ones are pruned as each run finishes."""
 
@@ -33,6 +36,9 @@ class RunRow:
     result: str
     counts: dict[str, Any]
     error: str | None
+    error_class: str | None = None  # config | platform | source
+    # the keys that failed, were blocked or conflicted: {key, kind, reason, class}
+    problems: tuple[dict[str, str], ...] = ()
 
 
 class StateStore(Protocol):
@@ -70,7 +76,21 @@ class StateStore(Protocol):
         result: str,
         counts: dict[str, Any],
         error: str | None,
+        *,
+        error_class: str | None = None,
+        problems: Sequence[Mapping[str, str]] = (),
     ) -> None: ...
+
+    def notified(self, sync: str, destination: str) -> tuple[str | None, datetime | None]:
+        """The pair state notifications last announced (ok, failing), and when."""
+        ...
+
+    def set_notified(
+        self, sync: str, destination: str, state: str, at: datetime, *, expect: str | None
+    ) -> bool:
+        """Record that ``state`` was announced, only if the recorded one is still ``expect``
+        (one notice per transition, whoever runs the pair). True when recorded."""
+        ...
 
     def last_runs(self) -> list[RunRow]: ...
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +16,12 @@ import psycopg
 
 from syncd.errors import StateError, StateVersionError
 from syncd.model import Record
-from syncd.state.base import KEEP_RUNS, PairMeta, RunRow
+from syncd.state.base import KEEP_RUNS, MAX_PROBLEMS, PairMeta, RunRow
 
 if TYPE_CHECKING:
     from syncd.state.postgres_locks import PostgresCoordinator
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATION_LOCK = 0x73796E6364  # "syncd": one migrating process at a time
 
 # version 1: the tables of the first release (no meta table)
@@ -82,7 +83,14 @@ CREATE TABLE IF NOT EXISTS syncd_replicas (
 V3 = """
 ALTER TABLE syncd_pairs ADD COLUMN IF NOT EXISTS after_change_due TIMESTAMPTZ;
 """
-MIGRATIONS = {1: V1, 2: V2, 3: V3}
+# version 4: each run's error class and failing keys; what notifications last announced
+V4 = """
+ALTER TABLE syncd_runs ADD COLUMN IF NOT EXISTS error_class TEXT;
+ALTER TABLE syncd_runs ADD COLUMN IF NOT EXISTS problems JSONB;
+ALTER TABLE syncd_pairs ADD COLUMN IF NOT EXISTS notified_state TEXT;
+ALTER TABLE syncd_pairs ADD COLUMN IF NOT EXISTS notified_at TIMESTAMPTZ;
+"""
+MIGRATIONS = {1: V1, 2: V2, 3: V3, 4: V4}
 
 
 def schema_version(db: psycopg.Connection[Any]) -> int:
@@ -229,6 +237,27 @@ class PostgresStore:
         ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
+    def notified(self, sync: str, destination: str) -> tuple[str | None, datetime | None]:
+        row = self._exec(
+            "SELECT notified_state, notified_at FROM syncd_pairs WHERE sync=%s AND destination=%s",
+            (sync, destination),
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def set_notified(
+        self, sync: str, destination: str, state: str, at: datetime, *, expect: str | None
+    ) -> bool:
+        self._exec(
+            "INSERT INTO syncd_pairs (sync, destination) VALUES (%s,%s) ON CONFLICT DO NOTHING",
+            (sync, destination),
+        )
+        cur = self._exec(
+            "UPDATE syncd_pairs SET notified_state=%s, notified_at=%s WHERE sync=%s "
+            "AND destination=%s AND notified_state IS NOT DISTINCT FROM %s",
+            (state, at, sync, destination, expect),
+        )
+        return cur.rowcount == 1
+
     def start_run(self, sync: str, destination: str, started_at: datetime) -> int:
         row = self._exec(
             "INSERT INTO syncd_runs (sync, destination, started_at, result) "
@@ -244,10 +273,22 @@ class PostgresStore:
         result: str,
         counts: dict[str, Any],
         error: str | None,
+        *,
+        error_class: str | None = None,
+        problems: Sequence[Mapping[str, str]] = (),
     ) -> None:
         self._exec(
-            "UPDATE syncd_runs SET ended_at=%s, result=%s, counts=%s, error=%s WHERE id=%s",
-            (ended_at, result, json.dumps(counts, sort_keys=True), error, run_id),
+            "UPDATE syncd_runs SET ended_at=%s, result=%s, counts=%s, error=%s, error_class=%s, "
+            "problems=%s WHERE id=%s",
+            (
+                ended_at,
+                result,
+                json.dumps(counts, sort_keys=True),
+                error,
+                error_class,
+                json.dumps([dict(p) for p in problems[:MAX_PROBLEMS]]),
+                run_id,
+            ),
         )
         # the run history is kept short: the last KEEP_RUNS runs of each pair
         self._exec(
@@ -262,10 +303,22 @@ class PostgresStore:
     def last_runs(self) -> list[RunRow]:
         rows = self._exec(
             "SELECT DISTINCT ON (sync, destination) id, sync, destination, started_at, ended_at, "
-            "result, counts, error FROM syncd_runs ORDER BY sync, destination, id DESC"
+            "result, counts, error, error_class, problems FROM syncd_runs "
+            "ORDER BY sync, destination, id DESC"
         ).fetchall()
         return [
-            RunRow(r[0], r[1], r[2], r[3] or datetime.now(UTC), r[4], r[5], dict(r[6] or {}), r[7])
+            RunRow(
+                r[0],
+                r[1],
+                r[2],
+                r[3] or datetime.now(UTC),
+                r[4],
+                r[5],
+                dict(r[6] or {}),
+                r[7],
+                r[8],
+                tuple(r[9] or ()),
+            )
             for r in rows
         ]
 

@@ -12,19 +12,19 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from syncd.errors import StateError, StateVersionError
 from syncd.model import Record
-from syncd.state.base import KEEP_RUNS, PairMeta, RunRow
+from syncd.state.base import KEEP_RUNS, MAX_PROBLEMS, PairMeta, RunRow
 
 if TYPE_CHECKING:
     from syncd.state.sqlite_locks import SqliteCoordinator
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 30_000
 
 # version 1: the tables of the first release (no meta table)
@@ -78,7 +78,14 @@ CREATE TABLE IF NOT EXISTS leases (
 V3 = """
 ALTER TABLE pairs ADD COLUMN after_change_due TEXT;
 """
-MIGRATIONS = {1: V1, 2: V2, 3: V3}
+# version 4: each run's error class and failing keys; what notifications last announced
+V4 = """
+ALTER TABLE runs ADD COLUMN error_class TEXT;
+ALTER TABLE runs ADD COLUMN problems TEXT;
+ALTER TABLE pairs ADD COLUMN notified_state TEXT;
+ALTER TABLE pairs ADD COLUMN notified_at TEXT;
+"""
+MIGRATIONS = {1: V1, 2: V2, 3: V3, 4: V4}
 
 T = TypeVar("T")
 
@@ -243,6 +250,27 @@ class SqliteStore:
         ).fetchall()
         return [(r[0], r[1], _dt(r[2]) or datetime.now(UTC)) for r in rows]
 
+    def notified(self, sync: str, destination: str) -> tuple[str | None, datetime | None]:
+        row = self._exec(
+            "SELECT notified_state, notified_at FROM pairs WHERE sync=? AND destination=?",
+            (sync, destination),
+        ).fetchone()
+        return (row[0], _dt(row[1])) if row else (None, None)
+
+    def set_notified(
+        self, sync: str, destination: str, state: str, at: datetime, *, expect: str | None
+    ) -> bool:
+        self._exec(
+            "INSERT INTO pairs (sync, destination) VALUES (?,?) ON CONFLICT DO NOTHING",
+            (sync, destination),
+        )
+        cur = self._exec(
+            "UPDATE pairs SET notified_state=?, notified_at=? WHERE sync=? AND destination=? "
+            "AND notified_state IS ?",
+            (state, _ts(at), sync, destination, expect),
+        )
+        return cur.rowcount == 1
+
     def start_run(self, sync: str, destination: str, started_at: datetime) -> int:
         cur = self._exec(
             "INSERT INTO runs (sync, destination, started_at, result) VALUES (?,?,?,'running')",
@@ -257,10 +285,22 @@ class SqliteStore:
         result: str,
         counts: dict[str, Any],
         error: str | None,
+        *,
+        error_class: str | None = None,
+        problems: Sequence[Mapping[str, str]] = (),
     ) -> None:
         self._exec(
-            "UPDATE runs SET ended_at=?, result=?, counts=?, error=? WHERE id=?",
-            (_ts(ended_at), result, json.dumps(counts, sort_keys=True), error, run_id),
+            "UPDATE runs SET ended_at=?, result=?, counts=?, error=?, error_class=?, problems=? "
+            "WHERE id=?",
+            (
+                _ts(ended_at),
+                result,
+                json.dumps(counts, sort_keys=True),
+                error,
+                error_class,
+                json.dumps([dict(p) for p in problems[:MAX_PROBLEMS]]),
+                run_id,
+            ),
         )
         # the run history is kept short: the last KEEP_RUNS runs of each pair
         self._exec(
@@ -273,7 +313,8 @@ class SqliteStore:
 
     def last_runs(self) -> list[RunRow]:
         rows = self._exec(
-            "SELECT id, sync, destination, started_at, ended_at, result, counts, error FROM runs "
+            "SELECT id, sync, destination, started_at, ended_at, result, counts, error, "
+            "error_class, problems FROM runs "
             "WHERE id IN (SELECT MAX(id) FROM runs GROUP BY sync, destination) "
             "ORDER BY sync, destination"
         ).fetchall()
@@ -287,6 +328,8 @@ class SqliteStore:
                 r[5],
                 json.loads(r[6] or "{}"),
                 r[7],
+                r[8],
+                tuple(json.loads(r[9] or "[]")),
             )
             for r in rows
         ]

@@ -129,7 +129,7 @@ class MemoryDestination(BaseDestination):
         self._gate("redeploy")
         if self.p.redeploy_fail > 0:
             self.p.redeploy_fail -= 1
-            raise self.redeploy_error("redeploy: HTTP 502")
+            raise self.p.redeploy_error("redeploy: HTTP 502")
         self.p.redeploys.append(self.p.writes)
         n = len(self.p.redeploys)
         return AfterChange("redeploy", f"dpl_{n}", f"https://deploy-{n}.memory-platform.test")
