@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", "the last run of every (sync, destination) from the state store")
     p.add_argument("--json", action="store_true", help="the same as JSON (schema 1)")
     add("connectors", "installed connectors and their capabilities")
+    p = add("notify", "notifications: `syncd notify test` sends a test message to every entry")
+    p.add_argument("action", choices=["test"], help="test: one message to each notify entry")
     return parser
 
 
@@ -301,6 +303,21 @@ def cmd_status(cfg: Config, settings: Settings, out: TextIO, as_json: bool = Fal
     return EXIT_OK
 
 
+async def cmd_notify_test(cfg: Config, out: TextIO) -> int:
+    from syncd.coordination import Identity
+    from syncd.notify import Notifier
+
+    if not cfg.notify:
+        print("no notify: entries in the config", file=out)
+        return EXIT_FAILED
+    # a test message touches no state: the notifier's state is not used for it
+    notifier = Notifier(cfg.notify, None, replica=Identity.current())  # type: ignore[arg-type]
+    results = await notifier.test()
+    for i, (scheme, ok) in enumerate(results):
+        print(f"notify[{i}] {scheme}: {'sent' if ok else 'FAILED (see the log)'}", file=out)
+    return EXIT_OK if all(ok for _, ok in results) else EXIT_FAILED
+
+
 def _utc(dt: datetime | None) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if dt else "-"
 
@@ -371,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=out,
             )
             return EXIT_OK
+        if args.command == "notify":
+            return asyncio.run(cmd_notify_test(cfg, out))
         if args.command == "status":
             return cmd_status(cfg, settings, out, as_json=args.json)
         if args.command == "plan":

@@ -453,12 +453,14 @@ def build_config(raw: dict[str, Any], file: Path, env: typing.Mapping[str, str])
     data = expand_env(raw, env, [], errors)
     data = apply_file_twins(data, Envelope, [], base_dir, errors)
     if isinstance(data.get("notify"), list):
-        data["notify"] = [
-            apply_file_twins(item, NotifyEntry, ["notify", i], base_dir, errors)
-            if isinstance(item, dict)
-            else item
-            for i, item in enumerate(data["notify"])
-        ]
+        items = []
+        for i, item in enumerate(data["notify"]):
+            if isinstance(item, dict):
+                # YAML 1.1 reads a bare `on:` key as the boolean true
+                item = {("on" if k is True else k): v for k, v in item.items()}
+                item = apply_file_twins(item, NotifyEntry, ["notify", i], base_dir, errors)
+            items.append(item)
+        data["notify"] = items
     try:
         envelope = Envelope.model_validate(data)
     except ValidationError as exc:

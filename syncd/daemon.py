@@ -591,7 +591,7 @@ class Daemon:
     @property
     def status_token(self) -> str | None:
         token = self.config.server.status_token
-        return token.get_secret_value() if token is not None else None
+        return (token.get_secret_value() or None) if token is not None else None
 
     def status(self) -> Status:
         """The status of every pair, with what only the daemon knows: when each sync runs

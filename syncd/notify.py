@@ -216,21 +216,23 @@ class Notifier:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def deliver(self, entry: NotifyEntry, notice: Notice) -> bool:
+    async def deliver(
+        self, entry: NotifyEntry, notice: Notice, *, attempts: int = ATTEMPTS
+    ) -> bool:
         """Send one notice to one entry, retrying; never raises."""
         delay = 1.0
-        for attempt in range(1, ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 await asyncio.wait_for(self._send(entry, notice), TIMEOUT)
                 self.on_result("sent")
                 return True
             except Exception as exc:
                 error = redactor.scrub(f"{type(exc).__name__}: {exc}")
-                if attempt == ATTEMPTS:
+                if attempt == attempts:
                     self.on_result("failed")
                     self.log.error(
                         "notification not delivered",
-                        event=notice.event,
+                        notice=notice.event,
                         sync=notice.sync,
                         destination=notice.destination,
                         scheme=_scheme(entry),
@@ -282,7 +284,8 @@ class Notifier:
         )
         out = []
         for entry in self.entries:
-            out.append((_scheme(entry), await self.deliver(entry, notice)))
+            # one attempt: the person running the test wants the answer now
+            out.append((_scheme(entry), await self.deliver(entry, notice, attempts=1)))
         return out
 
 
