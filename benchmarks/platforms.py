@@ -271,7 +271,15 @@ class Fleet:
     # ------------------------------------------------------------------ config
 
     def env(self) -> dict[str, str]:
-        return {**TOKENS, **AWS_ENV}
+        """The credentials the configs name: each fake's own where it has one, so a fake
+        and the config can never disagree about a token."""
+        own = {
+            "GH_TOKEN": getattr(self.fakes.get("github"), "token", None),
+            "GL_TOKEN": getattr(self.fakes.get("gitlab"), "token", None),
+            "VERCEL_TOKEN": getattr(self.fakes.get("vercel"), "token", None),
+            "NETLIFY_TOKEN": getattr(self.fakes.get("netlify"), "token", None),
+        }
+        return {**TOKENS, **{k: v for k, v in own.items() if v}, **AWS_ENV}
 
     def _url(self, host: str, bridge: HttpBridge | None, suffix: str = "") -> str:
         return (bridge.url(host) if bridge else f"http://{host}") + suffix

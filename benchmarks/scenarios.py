@@ -86,10 +86,10 @@ class ScaledExecutor(Executor):
             )
         return self._limiters[key]
 
-    async def apply(self, plan: Plan, dest: Destination) -> PairOutcome:
+    async def apply(self, plan: Plan, dest: Destination, **kw: Any) -> PairOutcome:
         token = _current.set(dest.name)
         try:
-            return await super().apply(plan, dest)
+            return await super().apply(plan, dest, **kw)
         finally:
             _current.reset(token)
 
