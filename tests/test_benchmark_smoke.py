@@ -1,6 +1,7 @@
 """A seconds-long run of the benchmark harness over all six destinations (N = 20, no
-latency, no naive mode, no steady state, one webhook through `syncd run`), so a broken harness fails the suite: every key
-held at every destination, nothing failed, and a no-op pass that calls nothing."""
+latency, no naive mode, no steady state, one webhook through ``syncd run``), so a broken
+harness fails the suite: every key held everywhere, nothing failed, a no-op pass that calls
+nothing, and the change landing at every destination."""
 
 from __future__ import annotations
 
