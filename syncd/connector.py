@@ -9,8 +9,10 @@ into :mod:`syncd.errors` by ``classify``; per-key failures inside a batch call c
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -200,6 +202,22 @@ class BaseDestination:
         """Report one platform call to the metrics and benchmark counters."""
         self.context.on_api_call(self.name, operation, status)
 
+    async def in_thread(self, fn: Callable[[], T]) -> T:
+        """Run a blocking SDK call (boto3, PyGithub, python-gitlab) on this destination's
+        own worker threads, as many as its ``concurrency``: destinations never queue behind
+        each other in asyncio's shared default pool."""
+        pool = self.__dict__.get("_pool")
+        if pool is None:
+            workers = max(1, int(getattr(self.config, "concurrency", 4)))
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"syncd-{self.name}")
+            self.__dict__["_pool"] = pool
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+    def close_threads(self) -> None:
+        pool = self.__dict__.pop("_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
     async def read(self, fn: Callable[[], Awaitable[T]]) -> T:
         """One read of a multi-call listing (a page, a batch of values). The core runs it
         under the destination's concurrency and per-call timeout and retries it alone when
@@ -241,7 +259,7 @@ class BaseDestination:
         raise NotImplementedError
 
     async def aclose(self) -> None:
-        return None
+        self.close_threads()
 
 
 class BaseSource:

@@ -362,8 +362,10 @@ class AwsClient:
         on_call: Callable[[str, str], None],
         reader: Callable[[Callable[[], Awaitable[dict[str, Any]]]], Awaitable[dict[str, Any]]]
         | None = None,
+        in_thread: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
     ) -> None:
         self.service = service
+        self.in_thread = in_thread or asyncio.to_thread
         self.config = config
         self.on_call = on_call
         self.reader = reader
@@ -392,7 +394,7 @@ class AwsClient:
             return result
 
         try:
-            result = await asyncio.to_thread(run)
+            result: dict[str, Any] = await self.in_thread(run)
         except Exception as exc:
             self.on_call(operation, call_status(exc))
             raise

@@ -120,7 +120,7 @@ class ParameterStoreDestination(BaseDestination):
     def __init__(self, name: str, config: Any, context: ConnectorContext) -> None:
         super().__init__(name, config, context)
         self.path: str = config.path
-        self.aws = AwsClient("ssm", config, self.count, self.read)
+        self.aws = AwsClient("ssm", config, self.count, self.read, self.in_thread)
         self._arn_len = _arn_prefix_length(config.region)
         wps = config.writes_per_second
         # limits that depend on this destination's options: an instance attribute the

@@ -148,7 +148,7 @@ class SecretsManagerDestination(BaseDestination):
 
     def __init__(self, name: str, config: Any, context: ConnectorContext) -> None:
         super().__init__(name, config, context)
-        self.aws = AwsClient("secretsmanager", config, self.count, self.read)
+        self.aws = AwsClient("secretsmanager", config, self.count, self.read, self.in_thread)
         self.bundle = config.mapping == "bundle"
         self.prefix: str = config.prefix or ""
         self._lock = asyncio.Lock()

@@ -6,9 +6,10 @@ fingerprints; the listing gives each secret's ``updated_at``, recorded as the ve
 out-of-band edit or deletion shows up as drift at the next drift check.
 
 Every HTTP call goes through PyGithub's ``Requester`` (auth, GitHub App installation tokens,
-GitHub Enterprise Server base URLs, error objects) in a worker thread, one request per
-``asyncio.to_thread``, so that each is counted and translated here. PyGithub's conveniences
-are not used for the writes: ``create_secret`` fetches the scope's public key on every call,
+GitHub Enterprise Server base URLs, error objects) on the destination's own worker threads
+(``in_thread``), one request per call, so that each is counted and translated here.
+PyGithub's conveniences are not used for the writes: ``create_secret`` fetches the scope's
+public key on every call,
 where syncd fetches it once per run and scope. PyGithub's internal retries and request
 spacing are switched off: the core's executor owns retries, ``Retry-After`` and pacing.
 """
@@ -421,7 +422,7 @@ class GitHubDestination(BaseDestination):
             return gh.requester.requestJsonAndCheck(verb, url, parameters=parameters, input=body)
 
         try:
-            headers, data = await asyncio.to_thread(do)
+            headers, data = await self.in_thread(do)
         except GithubException as exc:
             status = int(exc.status or 0)
             if status in accept:
@@ -639,3 +640,4 @@ class GitHubDestination(BaseDestination):
         if self._gh is not None:
             gh, self._gh = self._gh, None
             await asyncio.to_thread(gh.close)
+        self.close_threads()

@@ -1,6 +1,6 @@
 """The ``gitlab`` destination: project or group CI/CD variables, through python-gitlab.
 
-python-gitlab is synchronous: every call runs in a worker thread (``asyncio.to_thread``)
+python-gitlab is synchronous: every call runs on the destination's own worker threads
 with its own retries and rate-limit sleeps switched off, so the core executor alone
 retries, waits out ``Retry-After`` / ``RateLimit-Reset`` and paces.
 
@@ -27,7 +27,6 @@ value), so out-of-band edits of those, and config changes of ``protected``, ``ma
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -283,7 +282,7 @@ class GitLabDestination(BaseDestination):
                     "error",
                 )
 
-        result, err, status = await asyncio.to_thread(run)
+        result, err, status = await self.in_thread(run)
         self.count(operation, status)
         if err is not None:
             raise err
@@ -336,6 +335,7 @@ class GitLabDestination(BaseDestination):
         if self._gl is not None:
             self._gl.session.close()
             self._gl = None
+        self.close_threads()
 
     # ------------------------------------------------------------------ attributes
 
