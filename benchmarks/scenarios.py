@@ -83,6 +83,7 @@ class ScaledExecutor(Executor):
                 dest.capabilities.writes_per_minute,
                 ts.now,
                 ts.sleep,
+                dest.capabilities.rate_limits,
             )
         return self._limiters[key]
 

@@ -26,6 +26,17 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A documented limit the executor keeps under: ``count`` calls per ``seconds`` through
+    one credential (writes only, or every call)."""
+
+    count: int
+    seconds: float
+    label: str
+    writes_only: bool = True
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What the core must know about a platform to plan for it, as class data."""
 
@@ -42,6 +53,9 @@ class Capabilities:
     default_key_template: str = "{key}"
     # writes per minute through one credential, paced by the executor (None: unpaced)
     writes_per_minute: float | None = None
+    # further limits per credential (GitHub's 500 writes an hour, Netlify's 500 calls a
+    # minute): the executor waits for room before a call, so the platform never refuses it
+    rate_limits: tuple[RateLimit, ...] = ()
     # extra checks a platform wants at plan time: return a message to block the key
     extra_checks: tuple[Callable[[str, int], str | None], ...] = field(default=())
     # checks that need the value itself (GitLab's masking rules): key and value in, a
@@ -96,6 +110,8 @@ class ConnectorContext:
     # runs one read (a page of a listing) under the executor's concurrency, timeout and
     # retries; None outside an engine, where reads run as they are
     read: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None
+    # the platform's remaining quota: (destination, remaining, seconds until reset)
+    on_quota: Callable[[str, float, float | None], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -201,6 +217,13 @@ class BaseDestination:
     def count(self, operation: str, status: str = "ok") -> None:
         """Report one platform call to the metrics and benchmark counters."""
         self.context.on_api_call(self.name, operation, status)
+
+    def quota(self, remaining: float, reset_in: float | None) -> None:
+        """Report the platform's own count of calls left (``X-RateLimit-Remaining``) and
+        when its window refills: the executor holds the next calls until then when none
+        are left, instead of letting the platform refuse them."""
+        if self.context.on_quota is not None:
+            self.context.on_quota(self.name, remaining, reset_in)
 
     async def in_thread(self, fn: Callable[[], T]) -> T:
         """Run a blocking SDK call (boto3, PyGithub, python-gitlab) on this destination's

@@ -251,6 +251,9 @@ class Engine:
             extra=dict(context_extra or {}),
         )
         self.context.read = self._read
+        self.context.on_quota = lambda name, remaining, reset_in: self.executor.observe_quota(
+            self.destination(name), remaining, reset_in
+        )
         self._destinations: dict[str, Destination] = {}
         self._sources: dict[str, Source] = {}
         self._source_locks: dict[str, asyncio.Lock] = {}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from syncd.connector import Destination
+from syncd.connector import Destination, RateLimit
 from syncd.errors import AuthError, ConnectorError, RateLimited, RetryableError
 from syncd.logging import get_logger
 from syncd.model import Action, Change, ItemOutcome, Plan, Record
@@ -68,14 +68,77 @@ class PairOutcome:
     lost: str | None = None  # the run stopped: this process no longer holds the pair
 
 
+PACE_SLACK = 0.01
+"""Waits shorter than this are not slept (a reset read off the wall clock is that exact)."""
+
+
+@dataclass
+class Bucket:
+    """A token bucket: ``limit.count`` calls, refilled evenly over ``limit.seconds``; it
+    starts full, as a platform's window does."""
+
+    limit: RateLimit
+    tokens: float
+    at: float
+
+    def wait(self, now: float) -> float:
+        """Seconds until a call fits (0: now)."""
+        rate = self.limit.count / self.limit.seconds
+        self.tokens = min(float(self.limit.count), self.tokens + (now - self.at) * rate)
+        self.at = now
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / rate
+
+    def take(self) -> None:
+        self.tokens -= 1.0
+
+
 class Limiter:
-    """The per-credential resources shared by every pair writing through one destination."""
+    """The per-credential resources shared by every pair writing through one destination:
+    its concurrency, the even spacing of its writes, the buckets of its documented limits,
+    and the platform's own remaining quota as its last answer reported it."""
 
     def __init__(
-        self, concurrency: int, writes_per_minute: float | None, clock: Clock, sleep: Sleep
+        self,
+        concurrency: int,
+        writes_per_minute: float | None,
+        clock: Clock,
+        sleep: Sleep,
+        rate_limits: Sequence[RateLimit] = (),
     ) -> None:
         self.semaphore = asyncio.Semaphore(max(1, concurrency))
         self.pacer = Pacer(60.0 / writes_per_minute, clock, sleep) if writes_per_minute else None
+        self.clock, self.sleep = clock, sleep
+        now = clock()
+        self.buckets = [Bucket(r, float(r.count), now) for r in rate_limits]
+        self.quota_until = 0.0  # the platform said no call is left before this (clock)
+        self.waiting: str | None = None  # what a call waits for now, for progress reports
+        self._lock = asyncio.Lock()
+
+    def observe(self, remaining: float, reset_in: float | None, margin: int = 1) -> None:
+        """The platform's count of calls left in its window."""
+        if remaining <= margin and reset_in is not None and reset_in > 0:
+            self.quota_until = max(self.quota_until, self.clock() + reset_in)
+
+    async def pace(self, write: bool) -> None:
+        """Wait until this call fits every limit; then count it."""
+        if self.pacer is not None and write:
+            await self.pacer.wait()
+        async with self._lock:
+            while True:
+                now = self.clock()
+                waits = [(self.quota_until - now, "the platform's quota to refill")]
+                for b in self.buckets:
+                    if write or not b.limit.writes_only:
+                        waits.append((b.wait(now), f"paced to {b.limit.label}"))
+                delay, why = max(waits)
+                if delay <= PACE_SLACK:
+                    break
+                self.waiting = why
+                await self.sleep(delay)
+            self.waiting = None
+            for b in self.buckets:
+                if write or not b.limit.writes_only:
+                    b.take()
 
 
 class Executor:
@@ -109,8 +172,12 @@ class Executor:
                 dest.capabilities.writes_per_minute,
                 self.clock,
                 self.sleep,
+                dest.capabilities.rate_limits,
             )
         return self._limiters[key]
+
+    def observe_quota(self, dest: Destination, remaining: float, reset_in: float | None) -> None:
+        self.limiter(dest).observe(remaining, reset_in)
 
     async def call(
         self,
@@ -136,10 +203,10 @@ class Executor:
         if _IN_SLOT.get():
             # a read made inside a call that already holds a slot (a check that lists):
             # taking a second slot could deadlock at concurrency 1
+            await lim.pace(False)
             return await self._timed(dest, fn, timeout)
         async with lim.semaphore:
-            if write and lim.pacer is not None:
-                await lim.pacer.wait()
+            await lim.pace(write)
             if fence is not None and (why := fence()) is not None:
                 raise Fenced(why)
             token = _IN_SLOT.set(True)

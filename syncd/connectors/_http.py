@@ -19,7 +19,7 @@ from syncd.errors import (
     RateLimited,
     RetryableError,
 )
-from syncd.retrying import server_wait
+from syncd.retrying import server_wait, until_reset
 
 TRANSPORT_KEY = "httpx_transport"
 """``ConnectorContext.extra[TRANSPORT_KEY]``: an httpx transport tests inject (respx,
@@ -132,16 +132,37 @@ async def counted_request(
     *,
     params: Mapping[str, str] | None = None,
     json: Any = None,
+    quota: Callable[[float, float | None], None] | None = None,
 ) -> httpx.Response:
-    """One platform call, reported through ``count``; transport failures come out classified.
-    A non-2xx answer is returned for the caller to classify with its own context."""
+    """One platform call, reported through ``count`` (and, from its rate-limit headers,
+    ``quota``); transport failures come out classified. A non-2xx answer is returned for
+    the caller to classify with its own context."""
     try:
         resp = await client.request(method, path, params=params, json=json)
     except httpx.HTTPError as exc:
         count(operation, "error")
         raise classify_exception(exc, f"{platform} {operation}") from None
     count(operation, "ok" if resp.is_success else str(resp.status_code))
+    if quota is not None:
+        report_quota(resp.headers, quota)
     return resp
+
+
+def report_quota(
+    headers: Mapping[str, str],
+    quota: Callable[[float, float | None], None],
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Pass on ``X-RateLimit-Remaining`` / ``RateLimit-Remaining`` and its reset."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    remaining = lower.get("x-ratelimit-remaining", lower.get("ratelimit-remaining"))
+    if remaining is None:
+        return
+    try:
+        left = float(remaining)
+    except ValueError:
+        return
+    quota(left, until_reset(headers, clock))
 
 
 def json_or_none(resp: httpx.Response) -> Any:

@@ -31,8 +31,14 @@ from github import Auth, Github, GithubException
 from nacl.public import PublicKey, SealedBox
 from pydantic import SecretStr, field_validator, model_validator
 
-from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
-from syncd.connectors._http import server_delay
+from syncd.connector import (
+    BaseDestination,
+    Capabilities,
+    ConnectorContext,
+    DestinationConfig,
+    RateLimit,
+)
+from syncd.connectors._http import report_quota, server_delay
 from syncd.errors import (
     AuthError,
     ConflictError,
@@ -55,6 +61,8 @@ MAX_PAGES = 50
 # GitHub's secondary limit: no more than 80 content-generating requests a minute (and 500 an
 # hour) per user or installation; one write a second stays under it with room for a person
 WRITES_PER_MINUTE = 60.0
+# GitHub's documented secondary limit: 500 content-creating requests an hour
+WRITES_PER_HOUR = 500
 # a secondary limit answered without retry-after, with primary quota left: wait at least a minute
 SECONDARY_LIMIT_WAIT = 60.0
 
@@ -104,6 +112,17 @@ class GitHubConfig(DestinationConfig):
     writes_per_minute: float | None = WRITES_PER_MINUTE
     """Spacing of writes through this credential (null: unpaced, for a GitHub Enterprise
     Server without rate limits). GitHub.com allows 80 content-generating requests a minute."""
+
+    writes_per_hour: int | None = WRITES_PER_HOUR
+    """Content-creating requests an hour through this credential: GitHub.com allows 500;
+    syncd waits for room before it would pass them (null: no hourly pacing)."""
+
+    @field_validator("writes_per_hour")
+    @classmethod
+    def _hourly(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise ValueError("expected a number of writes an hour above 0, or null")
+        return v
 
     @field_validator("writes_per_minute")
     @classmethod
@@ -312,6 +331,17 @@ class GitHubDestination(BaseDestination):
             type(self).capabilities,
             max_keys=SCOPE_LIMITS[config.scope],
             writes_per_minute=config.writes_per_minute,
+            rate_limits=(
+                (
+                    RateLimit(
+                        config.writes_per_hour,
+                        3600.0,
+                        f"{config.writes_per_hour} content-creating requests an hour",
+                    ),
+                )
+                if config.writes_per_hour
+                else ()
+            ),
         )
         self._gh: Github | None = None
         self._client_lock = asyncio.Lock()
@@ -425,6 +455,7 @@ class GitHubDestination(BaseDestination):
             headers, data = await self.in_thread(do)
         except GithubException as exc:
             status = int(exc.status or 0)
+            report_quota(exc.headers or {}, self.quota)
             if status in accept:
                 self.count(operation)
                 return _Answer(status, _lower(exc.headers), exc.data)
@@ -436,6 +467,7 @@ class GitHubDestination(BaseDestination):
             self.count(operation, _status(err))
             raise err from None
         self.count(operation)
+        report_quota(headers or {}, self.quota)  # the primary quota, before it runs out
         return _Answer(200, _lower(headers), data)
 
     async def _pages(

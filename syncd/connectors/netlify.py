@@ -54,6 +54,7 @@ from syncd.connector import (
     Capabilities,
     ConnectorContext,
     DestinationConfig,
+    RateLimit,
 )
 from syncd.connectors._http import (
     BearerClient,
@@ -295,6 +296,7 @@ class NetlifyDestination(BearerClient, BaseDestination):
         batch_size=CREATE_BATCH,
         delete_batch_size=CREATE_BATCH,
         extra_checks=(_read_only, _functions_limit),
+        rate_limits=(RateLimit(500, 60.0, "500 requests a minute", writes_only=False),),
     )
     config: NetlifyConfig
 
@@ -341,6 +343,7 @@ class NetlifyDestination(BearerClient, BaseDestination):
             path,
             params=self._params(),
             json=json,
+            quota=self.quota,
         )
 
     def _failure(self, resp: httpx.Response, what: str) -> ConnectorError:

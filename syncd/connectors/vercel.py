@@ -317,6 +317,7 @@ class VercelDestination(BearerClient, BaseDestination):
             path,
             params=self._params(params),
             json=json,
+            quota=self.quota,
         )
 
     def _failure(self, resp: httpx.Response, what: str) -> ConnectorError:

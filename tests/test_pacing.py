@@ -1,0 +1,105 @@
+"""Pacing to a platform's documented limits before it refuses: token buckets per
+credential (GitHub's 500 writes an hour, Netlify's 500 calls a minute) and the platform's
+own remaining quota, on the injected clock. A key waiting for room is not failed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pytest
+
+from syncd import registry
+from syncd.connector import Capabilities, RateLimit
+from syncd.model import Change, ItemOutcome
+from syncd.testing import memory
+from syncd.testing.memory import MemoryConfig, MemoryDestination, platform
+from syncd.testing.workbench import Workbench
+from tests.fakes.github_server import FakeGitHub, repo_scope
+from tests.test_github import bench as github_bench
+
+
+class PacedConfig(MemoryConfig):
+    type: Literal["paced"] = "paced"  # type: ignore[assignment]
+
+
+class PacedMemory(MemoryDestination):
+    """A memory platform documented at 5 writes a minute, which reports its quota."""
+
+    kind: ClassVar[str] = "paced"
+    Config: ClassVar[type[MemoryConfig]] = PacedConfig
+    capabilities: ClassVar[Capabilities] = replace(
+        MemoryDestination.capabilities,
+        rate_limits=(RateLimit(5, 60.0, "5 writes a minute"),),
+    )
+    quota_after: ClassVar[int | None] = None  # report no calls left after this many writes
+
+    async def upsert(self, changes: Sequence[Change]) -> Sequence[ItemOutcome]:
+        out = await super().upsert(changes)
+        if self.quota_after is not None and self.p.writes >= self.quota_after:
+            self.quota(0, 30.0)
+        return out
+
+
+@pytest.fixture(autouse=True)
+def _paced() -> Iterator[None]:
+    memory.install()
+    registry.register(registry.DESTINATION_GROUP, "paced", PacedMemory)
+    platform("paced").data.clear()
+    platform("paced").writes = 0
+    yield
+    PacedMemory.quota_after = None
+    registry.unregister(registry.DESTINATION_GROUP, "paced")
+
+
+def values(n: int) -> dict[str, str]:
+    return {f"KEY_{i:02d}": f"value-{i:02d}-9a" for i in range(n)}
+
+
+async def test_writes_wait_for_room_in_the_bucket_and_none_fails(tmp_path: Path) -> None:
+    wb = Workbench(
+        tmp_path, {"p": {"type": "paced", "platform": "paced", "concurrency": 1}}, source=values(12)
+    )
+    pair = await wb.pair()
+    assert pair.result == "ok" and len(platform("paced").data) == 12
+    # five at once (the window starts full), then one every 12 s: 7 x 12 s of waiting
+    assert sum(wb.clock.sleeps) == pytest.approx(7 * 12.0, abs=0.1)
+    assert max(wb.clock.sleeps) <= 12.0 + 1e-6
+
+
+async def test_the_platforms_own_quota_is_waited_for_before_it_refuses(tmp_path: Path) -> None:
+    PacedMemory.quota_after = 2
+    wb = Workbench(
+        tmp_path, {"p": {"type": "paced", "platform": "paced", "concurrency": 1}}, source=values(3)
+    )
+    pair = await wb.pair()
+    assert pair.result == "ok" and len(platform("paced").data) == 3
+    assert 30.0 in [round(s, 3) for s in wb.clock.sleeps]  # until the window refills
+
+
+def test_github_hourly_cap_paces_writes_instead_of_failing_them(tmp_path: Path) -> None:
+    import asyncio
+
+    fake = FakeGitHub().start()
+    try:
+        fake.add_repo("acme/api")
+        dest: dict[str, Any] = {
+            "type": "github",
+            "api_url": fake.url,
+            "token": "${GH_TOKEN}",
+            "scope": "repository",
+            "repository": "acme/api",
+            "writes_per_minute": None,
+            "writes_per_hour": 3,
+        }
+        wb = github_bench(fake, tmp_path, values(5), dest)
+        pair = asyncio.run(wb.pair())
+        assert pair.result == "ok", pair.problems
+        assert set(fake.plaintext(repo_scope("acme/api"))) == set(values(5))
+        # three in the first hour's window, then one every 20 minutes
+        assert sum(wb.clock.sleeps) == pytest.approx(2 * 1200.0, abs=1.0)
+        assert fake.throttled == 0
+    finally:
+        fake.stop()
