@@ -19,7 +19,7 @@ from syncd.coordination import Coordinator, Hold, Holder, acquire
 from syncd.errors import ConnectorError, RetryableError, SourceReadError, StateError
 from syncd.executor import Executor, PairOutcome
 from syncd.logging import get_logger, redactor
-from syncd.model import Action, Plan, Snapshot
+from syncd.model import Action, Change, Plan, Snapshot
 from syncd.state.base import StateStore
 
 if TYPE_CHECKING:
@@ -516,6 +516,10 @@ class Engine:
                 pr.after = await self._after_run(spec, dest, pr)
             if not dry_run and plan.listed:
                 self.state.set_pair_meta(spec.name, dest_name, listed_at=self.now())
+                limited = [c.key for c in plan.changes if c.over_limit]
+                if limited or self.state.pair_meta(spec.name, dest_name).limit_blocked:
+                    held = len(self.state.records(spec.name, dest_name))
+                    self.state.set_limit_blocked(spec.name, dest_name, limited, held)
             if not dry_run and not plan.refused:
                 self.state.set_pair_meta(spec.name, dest_name, source_count=len(snap))
         except ConnectorError as exc:
@@ -618,10 +622,15 @@ class Engine:
             meta.last_listed_at is None
             or (now - meta.last_listed_at).total_seconds() >= spec.policy.drift_check
         )
+        # keys the count limit blocked at the last listing stay blocked, without a listing,
+        # until the pair's recorded keys change (a delete frees room) or a drift check
+        over_limit = meta.limit_blocked if meta.limit_basis == len(recorded) else frozenset()
         unrecorded = [
             d.key
             for d in desired
-            if d.key not in recorded and planner.blocked_reason(d, caps) is None
+            if d.key not in recorded
+            and d.key not in over_limit
+            and planner.blocked_reason(d, caps) is None
         ]
         current = None
         if drift_due or not recorded or unrecorded:
@@ -640,7 +649,23 @@ class Engine:
             previous_source_count=meta.source_count,
             owns_key=mapping.key_scope(template, caps, spec.source, snap.environment),
         )
-        return planner.plan(spec.name, dest.name, desired, current, recorded, caps, policy)
+        held_back: list[Change] = []
+        if current is None and over_limit:
+            held_back = [
+                Change(
+                    d.key,
+                    Action.BLOCKED,
+                    f"over the destination's limit of {caps.max_keys} keys (as of its last "
+                    "listing)",
+                    desired=d,
+                    over_limit=True,
+                )
+                for d in desired
+                if d.key in over_limit
+            ]
+            desired = [d for d in desired if d.key not in over_limit]
+        plan = planner.plan(spec.name, dest.name, desired, current, recorded, caps, policy)
+        return replace(plan, changes=plan.changes + tuple(held_back)) if held_back else plan
 
 
 def failures(results: Sequence[SyncResult]) -> list[tuple[str, str, str, str]]:

@@ -153,6 +153,8 @@ class Change:
     record: bool = False
     # drop the state-store row (the key is gone at the destination already)
     forget: bool = False
+    # blocked by the destination's count limit (not by its name or value)
+    over_limit: bool = False
 
     @property
     def source_key(self) -> str | None:

@@ -112,6 +112,7 @@ def plan(
                     Action.BLOCKED,
                     f"the destination would hold {total} keys, over its limit of {caps.max_keys}",
                     desired=c.desired,
+                    over_limit=True,
                 )
 
     desired_folds = {fold(k) for k in by_key}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,6 +24,10 @@ class PairMeta:
     last_listed_at: datetime | None = None
     source_count: int | None = None
     after_change_due: datetime | None = None  # a redeploy (restart) waits to run then
+    # keys the destination's count limit blocked at the last listing, while it held
+    # ``limit_basis`` keys of this pair: until that changes, no listing is needed for them
+    limit_blocked: frozenset[str] = frozenset()
+    limit_basis: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,12 @@ class StateStore(Protocol):
         listed_at: datetime | None = None,
         source_count: int | None = None,
     ) -> None: ...
+
+    def set_limit_blocked(
+        self, sync: str, destination: str, keys: Collection[str], basis: int
+    ) -> None:
+        """Remember the keys the count limit blocked, and how many the pair held then."""
+        ...
 
     def set_after_change(self, sync: str, destination: str, due: datetime | None) -> None:
         """Mark the pair's after-change step pending from ``due`` (None: nothing pending)."""

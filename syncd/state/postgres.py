@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ from syncd.state.base import KEEP_RUNS, MAX_PROBLEMS, PairMeta, RunRow
 if TYPE_CHECKING:
     from syncd.state.postgres_locks import PostgresCoordinator
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATION_LOCK = 0x73796E6364  # "syncd": one migrating process at a time
 
 # version 1: the tables of the first release (no meta table)
@@ -90,7 +90,12 @@ ALTER TABLE syncd_runs ADD COLUMN IF NOT EXISTS problems JSONB;
 ALTER TABLE syncd_pairs ADD COLUMN IF NOT EXISTS notified_state TEXT;
 ALTER TABLE syncd_pairs ADD COLUMN IF NOT EXISTS notified_at TIMESTAMPTZ;
 """
-MIGRATIONS = {1: V1, 2: V2, 3: V3, 4: V4}
+# version 5: keys a destination's count limit blocked, so they cost no listing each run
+V5 = """
+ALTER TABLE syncd_pairs ADD COLUMN IF NOT EXISTS limit_blocked TEXT;
+ALTER TABLE syncd_pairs ADD COLUMN IF NOT EXISTS limit_basis INTEGER;
+"""
+MIGRATIONS = {1: V1, 2: V2, 3: V3, 4: V4, 5: V5}
 
 
 def schema_version(db: psycopg.Connection[Any]) -> int:
@@ -200,11 +205,14 @@ class PostgresStore:
 
     def pair_meta(self, sync: str, destination: str) -> PairMeta:
         row = self._exec(
-            "SELECT last_listed_at, source_count, after_change_due FROM syncd_pairs "
-            "WHERE sync=%s AND destination=%s",
+            "SELECT last_listed_at, source_count, after_change_due, limit_blocked, limit_basis "
+            "FROM syncd_pairs WHERE sync=%s AND destination=%s",
             (sync, destination),
         ).fetchone()
-        return PairMeta(row[0], row[1], row[2]) if row else PairMeta()
+        if not row:
+            return PairMeta()
+        blocked = frozenset(json.loads(row[3])) if row[3] else frozenset()
+        return PairMeta(row[0], row[1], row[2], blocked, row[4])
 
     def set_pair_meta(
         self,
@@ -220,6 +228,16 @@ class PostgresStore:
             "last_listed_at=COALESCE(EXCLUDED.last_listed_at, syncd_pairs.last_listed_at), "
             "source_count=COALESCE(EXCLUDED.source_count, syncd_pairs.source_count)",
             (sync, destination, listed_at, source_count),
+        )
+
+    def set_limit_blocked(
+        self, sync: str, destination: str, keys: Collection[str], basis: int
+    ) -> None:
+        self._exec(
+            "INSERT INTO syncd_pairs (sync, destination, limit_blocked, limit_basis) "
+            "VALUES (%s,%s,%s,%s) ON CONFLICT (sync, destination) DO UPDATE SET "
+            "limit_blocked=EXCLUDED.limit_blocked, limit_basis=EXCLUDED.limit_basis",
+            (sync, destination, json.dumps(sorted(keys)), basis),
         )
 
     def set_after_change(self, sync: str, destination: str, due: datetime | None) -> None:

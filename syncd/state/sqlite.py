@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,7 +24,7 @@ from syncd.state.base import KEEP_RUNS, MAX_PROBLEMS, PairMeta, RunRow
 if TYPE_CHECKING:
     from syncd.state.sqlite_locks import SqliteCoordinator
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 30_000
 
 # version 1: the tables of the first release (no meta table)
@@ -85,7 +85,12 @@ ALTER TABLE runs ADD COLUMN problems TEXT;
 ALTER TABLE pairs ADD COLUMN notified_state TEXT;
 ALTER TABLE pairs ADD COLUMN notified_at TEXT;
 """
-MIGRATIONS = {1: V1, 2: V2, 3: V3, 4: V4}
+# version 5: keys a destination's count limit blocked, so they cost no listing each run
+V5 = """
+ALTER TABLE pairs ADD COLUMN limit_blocked TEXT;
+ALTER TABLE pairs ADD COLUMN limit_basis INTEGER;
+"""
+MIGRATIONS = {1: V1, 2: V2, 3: V3, 4: V4, 5: V5}
 
 T = TypeVar("T")
 
@@ -213,11 +218,14 @@ class SqliteStore:
 
     def pair_meta(self, sync: str, destination: str) -> PairMeta:
         row = self._exec(
-            "SELECT last_listed_at, source_count, after_change_due FROM pairs "
-            "WHERE sync=? AND destination=?",
+            "SELECT last_listed_at, source_count, after_change_due, limit_blocked, limit_basis "
+            "FROM pairs WHERE sync=? AND destination=?",
             (sync, destination),
         ).fetchone()
-        return PairMeta(_dt(row[0]), row[1], _dt(row[2])) if row else PairMeta()
+        if not row:
+            return PairMeta()
+        blocked = frozenset(json.loads(row[3])) if row[3] else frozenset()
+        return PairMeta(_dt(row[0]), row[1], _dt(row[2]), blocked, row[4])
 
     def set_pair_meta(
         self,
@@ -233,6 +241,16 @@ class SqliteStore:
             "last_listed_at=COALESCE(excluded.last_listed_at, pairs.last_listed_at), "
             "source_count=COALESCE(excluded.source_count, pairs.source_count)",
             (sync, destination, _ts(listed_at), source_count),
+        )
+
+    def set_limit_blocked(
+        self, sync: str, destination: str, keys: Collection[str], basis: int
+    ) -> None:
+        self._exec(
+            "INSERT INTO pairs (sync, destination, limit_blocked, limit_basis) "
+            "VALUES (?,?,?,?) ON CONFLICT (sync, destination) DO UPDATE SET "
+            "limit_blocked=EXCLUDED.limit_blocked, limit_basis=EXCLUDED.limit_basis",
+            (sync, destination, json.dumps(sorted(keys)), basis),
         )
 
     def set_after_change(self, sync: str, destination: str, due: datetime | None) -> None:
