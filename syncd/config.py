@@ -93,9 +93,11 @@ class Defaults(_Model):
     ``build_hook``, ``restart``) waits, so a burst of changes causes one. ``syncd once``
     redeploys at the end of its pass."""
     retry_budget: Duration = 120.0
-    """The most one key waits in backoff (5xx, timeouts, network errors) within one run
-    before it fails with the error; the next run tries again. Throttles are not counted:
-    a rate limit is waited out as the platform asks (up to 15 minutes)."""
+    """The most one key (or one source read) waits in backoff within one run: 5xx answers
+    (their ``Retry-After`` included), timeouts, network errors. A wait that would pass it
+    is not taken: the key fails with the error and says so, and the next run tries again.
+    Throttles are not counted: a rate limit is waited out exactly as the platform asks, up
+    to 15 minutes a wait and 5 attempts."""
 
 
 class SyncSection(_Model):

@@ -339,7 +339,9 @@ class Engine:
         async with lock:
             if cache is not None and scope in cache:
                 return cache[scope]
+            policy = replace(self.executor.retry, attempts=attempts)
             attempt = 0
+            spent = 0.0
             while True:
                 attempt += 1
                 try:
@@ -347,9 +349,21 @@ class Engine:
                     break
                 except SourceReadError as exc:
                     self.hooks.source_read(name, False, None)
-                    if attempt >= attempts:
-                        raise
-                    delay = self.executor.retry.delay(attempt, exc.retry_after, self.executor.rng)
+                    delay, why = policy.next_try(
+                        attempt,
+                        exc.retry_after,
+                        self.executor.rng,
+                        throttled=exc.throttled,
+                        spent=spent,
+                    )
+                    if why is not None:
+                        if attempts == 1:
+                            raise  # one try asked for: the error as it came
+                        raise SourceReadError(
+                            f"{exc} ({why})", exc.retry_after, throttled=exc.throttled
+                        ) from exc
+                    if not exc.throttled:
+                        spent += delay
                     get_logger().warning(
                         "source read failed",
                         source=name,

@@ -45,11 +45,15 @@ class ConfigErrors(SyncdError):
 
 
 class SourceReadError(SyncdError):
-    """A source failed to answer, or answered only in part. Nothing is deleted."""
+    """A source failed to answer, or answered only in part. Nothing is deleted.
+    ``retry_after``: the wait the source asked for; ``throttled``: it throttled the read."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, throttled: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.throttled = throttled
 
 
 class StateError(SyncdError):

@@ -1,8 +1,8 @@
 """The one executor: applies a plan for one (sync, destination) pair.
 
 Concurrency per destination credential, pacing under a platform's write limit, retries
-with exponential backoff and full jitter (a server-given delay wins), per-call timeouts,
-and a state-store row written after every success, so a crash loses nothing.
+(how long to wait and when to stop: :class:`syncd.retrying.RetryPolicy`), per-call
+timeouts, and a state-store row written after every success, so a crash loses nothing.
 """
 
 from __future__ import annotations
@@ -245,13 +245,15 @@ class Executor:
             except RetryableError as exc:
                 if getattr(exc, "exhausted", False):
                     raise  # an inner read already spent its retries
-                delay = self.retry.delay(attempt, exc.retry_after, self.rng)
-                why = self.give_up(exc, attempt, spent, delay)
+                throttled = isinstance(exc, RateLimited)
+                delay, why = self.retry.next_try(
+                    attempt, exc.retry_after, self.rng, throttled=throttled, spent=spent
+                )
                 if why is not None:
                     final = type(exc)(f"{what}: {exc} ({why})", retry_after=exc.retry_after)
                     final.exhausted = True  # type: ignore[attr-defined]
                     raise final from exc
-                if not isinstance(exc, RateLimited):
+                if not throttled:
                     spent += delay
                 self.on_retry(dest.name)
                 get_logger().warning(
@@ -263,20 +265,6 @@ class Executor:
                     error=str(exc),
                 )
                 await self.sleep(delay)
-
-    def give_up(self, err: RetryableError, attempt: int, spent: float, delay: float) -> str | None:
-        """Why a retryable failure is not retried (for the message), or None: retry after
-        ``delay``. ``spent``: backoff seconds this key waited already."""
-        if err.retry_after is not None and err.retry_after > self.retry.max_server_delay:
-            return f"the platform asked to wait {err.retry_after:g}s"
-        if attempt >= self.retry.attempts:
-            return f"gave up after {attempt} attempts"
-        if not isinstance(err, RateLimited) and spent + delay > self.retry.budget:
-            return (
-                f"gave up after {attempt} attempts: the retry budget of "
-                f"{self.retry.budget:g}s (defaults.retry_budget) is spent"
-            )
-        return None
 
     async def apply(
         self,
@@ -332,7 +320,7 @@ class Executor:
         async def run_batch(op: str, batch: list[Change]) -> None:
             pending = batch
             attempt = 0
-            spent = 0.0  # backoff seconds these keys have waited
+            spent: dict[str, float] = {}  # backoff seconds each key has waited (not throttles)
             while pending:
                 attempt += 1
                 if auth_failed:
@@ -391,7 +379,6 @@ class Executor:
                     if isinstance(e, RetryableError) and e.retry_after is not None
                 ]
                 delay = self.retry.delay(attempt, max(asked) if asked else None, self.rng)
-                throttled = any(isinstance(e, RateLimited) for e in errors.values())
                 retry: list[Change] = []
                 for c in pending:
                     if c.key not in errors:
@@ -403,9 +390,18 @@ class Executor:
                         continue
                     msg = str(err)
                     if isinstance(err, RetryableError):
-                        why = self.give_up(err, attempt, spent, delay)
+                        throttled = isinstance(err, RateLimited)
+                        why = self.retry.give_up(
+                            attempt,
+                            err.retry_after,
+                            throttled=throttled,
+                            spent=spent.get(c.key, 0.0),
+                            delay=delay,
+                        )
                         if why is None:
                             retry.append(c)
+                            if not throttled:
+                                spent[c.key] = spent.get(c.key, 0.0) + delay
                             continue
                         msg = f"{msg} ({why})"
                     out.failed.append(ItemFailure(c, msg, type(err).__name__))
@@ -421,8 +417,6 @@ class Executor:
                 if pending:
                     out.retries += 1
                     self.on_retry(dest.name)
-                    if not throttled:
-                        spent += delay
                     log.info("retry", keys=len(pending), attempt=attempt, delay=round(delay, 3))
                     await self.sleep(delay)
 

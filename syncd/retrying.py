@@ -1,4 +1,5 @@
-"""How long to wait before trying again: decided here, once, for every connector.
+"""How long to wait before trying again, and whether to: decided here, once, for every
+connector, every source and every destination call.
 
 Two questions, kept apart:
 
@@ -7,12 +8,15 @@ Two questions, kept apart:
   ``RateLimit-Reset``: when the window refills) only when the window is spent: a throttled
   answer (429, or a 403 the connector knows to be a rate limit) or a remaining quota of 0.
   Platforms send the reset header on every answer, a 500 included; it is no reason to wait
-  when the quota is left.
-- :meth:`RetryPolicy.delay`: the server's wait when it gave one, else exponential backoff
-  with full jitter. A server wait longer than ``max_server_delay`` fails the key rather
-  than stall the run; backoff waits of one key stop once they would pass ``budget``
-  (``defaults.retry_budget``). Throttle waits are not counted against the budget: a
-  throttle is waited out exactly as the platform asks.
+  when the quota is left. Connectors call it with the answer's status and headers and put
+  the result on the error (``retry_after``); they never decide a wait themselves.
+- :class:`RetryPolicy`: the wait (:meth:`~RetryPolicy.delay`: the server's wait when it gave
+  one, else exponential backoff with full jitter) and whether to take it
+  (:meth:`~RetryPolicy.give_up`): a server wait longer than ``max_server_delay`` fails the
+  key rather than stall the run; ``attempts`` bounds the tries; backoff waits of one key
+  stop once they would pass ``budget`` (``defaults.retry_budget``). Throttle waits are not
+  counted against the budget: a throttle is waited out exactly as the platform asks, within
+  ``max_server_delay`` and ``attempts``.
 """
 
 from __future__ import annotations
@@ -113,3 +117,34 @@ class RetryPolicy:
         if server is not None and server > 0:
             return float(server)
         return self.backoff(attempt, rng)
+
+    def give_up(
+        self, attempt: int, server: float | None, *, throttled: bool, spent: float, delay: float
+    ) -> str | None:
+        """Why attempt ``attempt`` is the last (for the message), or None: wait ``delay`` and
+        try again. ``server``: the wait this failure's answer asked for; ``throttled``: the
+        answer was a throttle, whose wait is not counted against the budget; ``spent``: the
+        counted seconds this key (or read) has waited already in this run."""
+        if server is not None and server > self.max_server_delay:
+            return f"the platform asked to wait {server:g}s"
+        if attempt >= self.attempts:
+            return f"gave up after {attempt} attempts"
+        if not throttled and spent + delay > self.budget:
+            return (
+                f"gave up after {attempt} attempts: the retry budget of "
+                f"{self.budget:g}s (defaults.retry_budget) is spent"
+            )
+        return None
+
+    def next_try(
+        self,
+        attempt: int,
+        server: float | None,
+        rng: Callable[[], float],
+        *,
+        throttled: bool,
+        spent: float,
+    ) -> tuple[float, str | None]:
+        """:meth:`delay` and :meth:`give_up` for one failure retried on its own."""
+        delay = self.delay(attempt, server, rng)
+        return delay, self.give_up(attempt, server, throttled=throttled, spent=spent, delay=delay)

@@ -343,6 +343,27 @@ async def test_rate_limits_are_waited_out_as_github_asks(
     assert wb.hooks.calls[("gh", "public_key", "throttled")] == 1
 
 
+async def test_a_5xx_outage_backs_off_instead_of_waiting_for_the_hourly_reset(
+    fake: FakeGitHub, tmp_path: Path
+) -> None:
+    # every answer carries x-ratelimit-reset, an hour ahead, the 502s included
+    wb = bench(fake, tmp_path, {"ONE": "one-value"}, {**gh(fake), "writes_per_minute": None})
+    await wb.pair()
+    wb.set_source({"ONE": "one-value-rotated"})
+    wb.clock.sleeps.clear()
+    fake.throttle(5, "server")
+    pair = await wb.pair()
+    assert pair.result == "failed"
+    [(key, _, message)] = pair.problems
+    assert key == "ONE"
+    assert "HTTP 502" in message and message.endswith("(gave up after 5 attempts)")
+    assert wb.clock.sleeps == [0.5, 1.0, 2.0, 4.0]
+    # the next run writes it
+    pair = await wb.pair()
+    assert pair.result == "ok"
+    assert fake.plaintext(repo_scope(REPO)) == {"ONE": "one-value-rotated"}
+
+
 async def test_a_listing_throttled_by_the_primary_limit_waits_for_the_reset(
     fake: FakeGitHub, tmp_path: Path
 ) -> None:

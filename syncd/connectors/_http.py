@@ -1,5 +1,6 @@
 """Shared plumbing for the connectors that speak REST through httpx (Vercel, Netlify,
-Infisical): the injected client, status-code classification, server-given delays."""
+Infisical): the injected client and clock, status-code classification. How long a server
+asked to wait is read by :func:`syncd.retrying.server_wait`, not here."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ TRANSPORT_KEY = "httpx_transport"
 """``ConnectorContext.extra[TRANSPORT_KEY]``: an httpx transport tests inject (respx,
 MockTransport, a benchmark fake); unset in production."""
 
+WALL_CLOCK_KEY = "wall_clock"
+"""``ConnectorContext.extra[WALL_CLOCK_KEY]``: epoch seconds, against which a connector
+reads a platform's reset times and HTTP dates (tests pass a fake clock); ``time.time``
+when unset."""
+
+
+def wall_clock(context: ConnectorContext) -> Callable[[], float]:
+    clock: Callable[[], float] = context.extra.get(WALL_CLOCK_KEY, time.time)
+    return clock
+
 
 def make_client(
     context: ConnectorContext, base_url: str, *, headers: Mapping[str, str], timeout: float
@@ -37,19 +48,6 @@ def make_client(
         transport=transport,
         follow_redirects=False,
     )
-
-
-def server_delay(
-    headers: Mapping[str, str],
-    clock: Callable[[], float] = time.time,
-    *,
-    status: int | None = 429,
-    throttled: bool | None = None,
-) -> float | None:
-    """Seconds the server asked to wait, decided by the core (:func:`syncd.retrying.server_wait`):
-    ``Retry-After`` on any answer; the rate-limit reset only for a throttled answer or a
-    spent quota."""
-    return server_wait(status, headers, clock, throttled=throttled)
 
 
 def error_detail(resp: httpx.Response) -> str:
@@ -80,8 +78,9 @@ def classify_response(
     detail = error_detail(resp)
     text = f"{what}: HTTP {resp.status_code}" + (f" ({detail})" if detail else "")
     status = resp.status_code
+    wait = server_wait(status, resp.headers, clock)
     if status == 429:
-        return RateLimited(text, retry_after=server_delay(resp.headers, clock))
+        return RateLimited(text, retry_after=wait)
     if status in (401, 403):
         return AuthError(text)
     if status == 409:
@@ -89,7 +88,7 @@ def classify_response(
     if status in (400, 422):
         return KeyRejected(text)
     if status in (408, 425) or status >= 500:
-        return RetryableError(text, retry_after=server_delay(resp.headers, clock, status=status))
+        return RetryableError(text, retry_after=wait)
     return PermanentError(text)
 
 

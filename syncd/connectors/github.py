@@ -38,7 +38,7 @@ from syncd.connector import (
     DestinationConfig,
     RateLimit,
 )
-from syncd.connectors._http import report_quota, server_delay
+from syncd.connectors._http import report_quota, wall_clock
 from syncd.errors import (
     AuthError,
     ConflictError,
@@ -49,6 +49,7 @@ from syncd.errors import (
     RetryableError,
 )
 from syncd.model import Action, Change, ItemOutcome, RemoteEntry, SecretValue
+from syncd.retrying import server_wait
 
 API_VERSION = "2022-11-28"
 # "Secrets are limited to 48 KB in size" (48 KiB of the UTF-8 value)
@@ -243,7 +244,8 @@ def rate_limit_delay(headers: Mapping[str, str], clock: Callable[[], float] = ti
     """How long GitHub asks to wait on a rate-limit answer: ``retry-after`` if given; else,
     with the primary quota spent (``x-ratelimit-remaining: 0``), until ``x-ratelimit-reset``;
     else (a secondary limit without a header) at least a minute, as GitHub documents."""
-    delay = server_delay(headers, clock, throttled=False)  # retry-after, or a spent quota
+    # x-ratelimit-reset is the primary window's: a reason to wait only when that quota is spent
+    delay = server_wait(None, headers, clock, throttled=False)
     return delay if delay is not None else SECONDARY_LIMIT_WAIT
 
 
@@ -267,15 +269,17 @@ def classify_github(
         return KeyRejected(text)
     if status in (408, 425) or status >= 500:
         # GitHub sends x-ratelimit-reset on every answer: no reason to wait for it here
-        return RetryableError(text, retry_after=server_delay(headers, clock, status=status))
+        return RetryableError(text, retry_after=server_wait(status, headers, clock))
     return PermanentError(text)
 
 
-def classify_other(exc: BaseException, what: str) -> ConnectorError:
+def classify_other(
+    exc: BaseException, what: str, clock: Callable[[], float] = time.time
+) -> ConnectorError:
     if isinstance(exc, ConnectorError):
         return exc
     if isinstance(exc, GithubException):
-        return classify_github(exc, what)
+        return classify_github(exc, what, clock)
     if isinstance(exc, requests.Timeout):
         return RetryableError(f"{what}: timed out")
     if isinstance(exc, requests.RequestException):
@@ -420,7 +424,7 @@ class GitHubDestination(BaseDestination):
                     try:
                         await asyncio.to_thread(lambda: auth.token)
                     except Exception as exc:
-                        err = classify_other(exc, what)
+                        err = classify_other(exc, what, wall_clock(self.context))
                         if not isinstance(exc, GithubException | requests.RequestException):
                             err = AuthError(
                                 f"{what}: the private_key could not sign a JWT "
@@ -459,11 +463,11 @@ class GitHubDestination(BaseDestination):
             if status in accept:
                 self.count(operation)
                 return _Answer(status, _lower(exc.headers), exc.data)
-            err = classify_github(exc, what)
+            err = classify_github(exc, what, wall_clock(self.context))
             self.count(operation, _status(err))
             raise err from None
         except Exception as exc:
-            err = classify_other(exc, what)
+            err = classify_other(exc, what, wall_clock(self.context))
             self.count(operation, _status(err))
             raise err from None
         self.count(operation)
@@ -666,7 +670,7 @@ class GitHubDestination(BaseDestination):
         return await self._each(changes, self._delete)
 
     def classify(self, exc: BaseException) -> ConnectorError:
-        return classify_other(exc, f"GitHub call for {self._label}")
+        return classify_other(exc, f"GitHub call for {self._label}", wall_clock(self.context))
 
     async def aclose(self) -> None:
         if self._gh is not None:

@@ -43,7 +43,7 @@ from gitlab.utils import EncodedId
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
-from syncd.connectors._http import server_delay
+from syncd.connectors._http import wall_clock
 from syncd.errors import (
     AuthError,
     ConflictError,
@@ -55,6 +55,7 @@ from syncd.errors import (
     RetryableError,
 )
 from syncd.model import MASK, Action, Change, ItemOutcome, RemoteEntry, SecretValue
+from syncd.retrying import server_wait
 
 T = TypeVar("T")
 
@@ -297,8 +298,9 @@ class GitLabDestination(BaseDestination):
         status = exc.response_code
         detail = _error_detail(exc.error_message)
         text = f"{what}: HTTP {status}" + (f" ({detail})" if detail else "")
+        wait = server_wait(status, headers, wall_clock(self.context))
         if status == 429:
-            return RateLimited(text, retry_after=server_delay(headers))
+            return RateLimited(text, retry_after=wait)
         if status == 401:
             return AuthError(f"{what}: HTTP 401: the token was refused (expired or revoked?)")
         if status == 403:
@@ -317,7 +319,7 @@ class GitLabDestination(BaseDestination):
                 return QuotaExceeded(text)
             return KeyRejected(text)
         if status is None or status in (408, 425) or status >= 500:
-            return RetryableError(text, retry_after=server_delay(headers, status=status))
+            return RetryableError(text, retry_after=wait)
         return PermanentError(text)
 
     def classify(self, exc: BaseException) -> ConnectorError:

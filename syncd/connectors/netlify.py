@@ -63,6 +63,7 @@ from syncd.connectors._http import (
     counted_request,
     json_or_none,
     make_client,
+    wall_clock,
 )
 from syncd.errors import AuthError, ConflictError, ConnectorError, PermanentError, RateLimited
 from syncd.model import Action, Change, ItemOutcome, RemoteEntry, SecretValue
@@ -347,7 +348,7 @@ class NetlifyDestination(BearerClient, BaseDestination):
         )
 
     def _failure(self, resp: httpx.Response, what: str) -> ConnectorError:
-        return classify_response(resp, f"netlify {what} ({self._where})")
+        return classify_response(resp, f"netlify {what} ({self._where})", wall_clock(self.context))
 
     def classify(self, exc: BaseException) -> ConnectorError:
         return classify_exception(exc, "netlify")
@@ -381,7 +382,9 @@ class NetlifyDestination(BearerClient, BaseDestination):
                 json={},
             )
             if not resp.is_success:
-                raise classify_response(resp, f"netlify build hook of site {site}")
+                raise classify_response(
+                    resp, f"netlify build hook of site {site}", wall_clock(self.context)
+                )
             return AfterChange(f"build of site {site} (build hook)")
         resp = await counted_request(
             self.client,

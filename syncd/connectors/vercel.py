@@ -48,6 +48,7 @@ from syncd.connectors._http import (
     classify_response,
     counted_request,
     json_or_none,
+    wall_clock,
 )
 from syncd.errors import (
     AuthError,
@@ -321,7 +322,9 @@ class VercelDestination(BearerClient, BaseDestination):
         )
 
     def _failure(self, resp: httpx.Response, what: str) -> ConnectorError:
-        return classify_response(resp, f"vercel {what} (project {self.config.project})")
+        return classify_response(
+            resp, f"vercel {what} (project {self.config.project})", wall_clock(self.context)
+        )
 
     def classify(self, exc: BaseException) -> ConnectorError:
         return classify_exception(exc, "vercel")

@@ -18,6 +18,7 @@ Served through ``httpx.MockTransport`` (pass ``fake.transport`` as the connector
   folders, with ``recursive``, ``include_imports`` and ``expandSecretReferences``.
 - Faults: 5xx answers, 429 with ``Retry-After``, timeouts, truncated bodies, an outage of
   the whole instance, values hidden from the identity, an instance without the v4 API.
+- Every answer carries Infisical's ``x-ratelimit-*`` headers (the reset in seconds).
 """
 
 from __future__ import annotations
@@ -162,6 +163,16 @@ class FakeInfisical:
     # ------------------------------------------------------------------ serving
 
     def handle(self, request: httpx.Request) -> httpx.Response:
+        resp = self._handle(request)
+        # Infisical's rate limiter (@fastify/rate-limit) labels every answer, errors included:
+        # x-ratelimit-reset is the seconds left in the one-minute window, not an epoch
+        if "x-ratelimit-limit" not in resp.headers:
+            resp.headers["x-ratelimit-limit"] = "600"
+            resp.headers["x-ratelimit-remaining"] = str(max(1, 600 - len(self.calls)))
+            resp.headers["x-ratelimit-reset"] = str(max(1, int(60 - self.clock() % 60)))
+        return resp
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
         auth = request.headers.get("authorization", "")
         token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
         params = dict(request.url.params)

@@ -19,7 +19,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -100,6 +100,8 @@ class FakeVercel:
     # encrypted, so a client must read them one by one
     list_decrypts: bool = True
     reset_after: float = 3.0
+    # epoch seconds for X-RateLimit-Reset: the connector's wall clock (tests pass the same)
+    wall: Callable[[], float] = time.time
     envs: dict[str, Env] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     failing_keys: dict[str, str] = field(default_factory=dict)
@@ -194,7 +196,7 @@ class FakeVercel:
             self._window_calls += 1
             resp.headers["X-RateLimit-Limit"] = "100"
             resp.headers["X-RateLimit-Remaining"] = str(max(1, 100 - self._window_calls))
-            resp.headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + 47))
+            resp.headers["X-RateLimit-Reset"] = str(math.ceil(self.wall() + 47))
         return resp
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
@@ -215,7 +217,7 @@ class FakeVercel:
                     headers={
                         "X-RateLimit-Limit": "100",
                         "X-RateLimit-Remaining": "0",
-                        "X-RateLimit-Reset": str(math.ceil(time.time() + self.reset_after)),
+                        "X-RateLimit-Reset": str(math.ceil(self.wall() + self.reset_after)),
                     },
                 )
         for outage in self._outages:

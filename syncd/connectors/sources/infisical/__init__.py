@@ -2,10 +2,10 @@
 options and the token kept for a source (:mod:`.auth`), and what each login method sends
 (:mod:`.logins`)."""
 
+from syncd.connectors._http import WALL_CLOCK_KEY
 from syncd.connectors.sources.infisical.auth import InfisicalAuth, TokenKeeper
 from syncd.connectors.sources.infisical.source import (
     CLOCK_KEY,
-    WALL_CLOCK_KEY,
     InfisicalSource,
     InfisicalSourceConfig,
     config_warnings,

@@ -32,20 +32,18 @@ from pydantic import Field, field_validator, model_validator
 
 from syncd.config_types import Duration
 from syncd.connector import BaseSource, ConnectorContext, SourceConfig
-from syncd.connectors._http import error_detail, make_client, server_delay
+from syncd.connectors._http import error_detail, make_client, wall_clock
 from syncd.connectors.sources.infisical.auth import InfisicalAuth, TokenKeeper
 from syncd.connectors.sources.infisical.logins import BODIES, METADATA_TIMEOUT, LoginEnv
 from syncd.errors import SourceReadError
 from syncd.logging import get_logger
 from syncd.model import SecretValue, Snapshot, SourceEntry
+from syncd.retrying import server_wait
 from syncd.webhooks import verify_infisical
 
 CLOCK_KEY = "clock"
 """``ConnectorContext.extra[CLOCK_KEY]``: monotonic seconds for token expiry (tests inject a
 fake clock); ``time.monotonic`` when unset."""
-WALL_CLOCK_KEY = "wall_clock"
-"""``ConnectorContext.extra[WALL_CLOCK_KEY]``: epoch seconds for webhook timestamps;
-``time.time`` when unset."""
 
 SERVICE_TOKEN_PATH = "/api/v2/service-token"
 LIST_PATH_V4 = "/api/v4/secrets"
@@ -151,7 +149,8 @@ class InfisicalSource(BaseSource):
     def __init__(self, name: str, config: Any, context: ConnectorContext) -> None:
         super().__init__(name, config, context)
         self._clock: Callable[[], float] = context.extra.get(CLOCK_KEY, time.monotonic)
-        self._wall: Callable[[], float] = context.extra.get(WALL_CLOCK_KEY, time.time)
+        # epoch seconds: webhook timestamps, token exp, Retry-After dates
+        self._wall = wall_clock(context)
         self._client: httpx.AsyncClient | None = None
         self._metadata: httpx.AsyncClient | None = None
         auth = config.auth
@@ -247,9 +246,9 @@ class InfisicalSource(BaseSource):
         detail = error_detail(resp)
         text = f"{what}: HTTP {resp.status_code}" + (f" ({detail})" if detail else "")
         status = resp.status_code
-        delay = None
+        # Retry-After on any answer; x-ratelimit-reset (sent on every answer) only on a 429
+        delay = server_wait(status, resp.headers, self._wall)
         if status == 429:
-            delay = server_delay(resp.headers, self._wall)
             text += ": rate limited by Infisical" + (
                 f", retry after {delay:g}s" if delay is not None else ""
             )
@@ -257,7 +256,7 @@ class InfisicalSource(BaseSource):
             text += ": check the credentials and the identity's access to the project"
         elif status == 404:
             text += ": check project_id, environment and path"
-        return SourceReadError(text, retry_after=delay)
+        return SourceReadError(text, retry_after=delay, throttled=status == 429)
 
     # ------------------------------------------------------------------ auth
 
