@@ -135,20 +135,61 @@ def open_state(cfg: Config, settings: Settings) -> tuple[StateStore, Fingerprint
 
 
 class Progress(Hooks):
-    """A one-line progress counter on a terminal."""
+    """Progress on a terminal, with rich: a line per (sync, destination) with the keys done
+    of those to write, the rate, the time left, and what it waits for (pacing, a quota)."""
 
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total, self.done, self.stream = total, 0, stream
+    def __init__(self, total: int, stream: TextIO, *, force_terminal: bool | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bars
+
+        self.total, self.done = total, 0
+        self.bars = Bars(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[waiting]}", style="yellow"),
+            console=Console(file=stream, force_terminal=force_terminal, width=140),
+            transient=True,
+        )
+        self.tasks: dict[tuple[str, str], Any] = {}
+        self.started: dict[tuple[str, str], float] = {}
+        self.bars.start()
+
+    def progress(
+        self, sync: str, destination: str, done: int, total: int, waiting: str | None
+    ) -> None:
+        import time as _time
+
+        pair = (sync, destination)
+        if pair not in self.tasks:
+            if total < 2:
+                return  # nothing worth a bar
+            self.tasks[pair] = self.bars.add_task(
+                f"{sync} → {destination}", total=total, rate="", waiting=""
+            )
+            self.started[pair] = _time.monotonic()
+        elapsed = max(1e-6, _time.monotonic() - self.started[pair])
+        rate = f"{done / elapsed * 60:,.0f}/min" if done else ""
+        self.bars.update(self.tasks[pair], completed=done, rate=rate, waiting=waiting or "")
 
     def pair_done(self, result: PairResult, seconds: float) -> None:
         self.done += 1
-        self.stream.write(
-            f"\r\033[Ksyncd: {self.done}/{self.total} destinations done "
-            f"({result.sync} → {result.destination}: {result.result})"
-        )
-        if self.done == self.total:
-            self.stream.write("\r\033[K")
-        self.stream.flush()
+        task = self.tasks.pop((result.sync, result.destination), None)
+        if task is not None:
+            self.bars.remove_task(task)
+        if self.done >= self.total:
+            self.stop()
+
+    def stop(self) -> None:
+        self.bars.stop()
 
 
 def summarize(results: Sequence[SyncResult], out: TextIO) -> None:
@@ -226,6 +267,8 @@ async def _engine_run(
     try:
         return await engine.run(names, force=getattr(args, "force", False), dry_run=dry_run)
     finally:
+        if isinstance(hooks, Progress):
+            hooks.stop()
         await engine.aclose()
         state.close()
 

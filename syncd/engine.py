@@ -69,6 +69,10 @@ class Hooks:
 
     def notification(self, result: str) -> None: ...
 
+    def progress(
+        self, sync: str, destination: str, done: int, total: int, waiting: str | None
+    ) -> None: ...
+
     def lock_wait(self, sync: str, destination: str) -> None: ...
 
     def busy(self, sync: str, destination: str) -> None: ...
@@ -245,6 +249,7 @@ class Engine:
             self.executor.retry, budget=float(config.defaults.retry_budget)
         )
         self.executor.on_retry = self.hooks.retry
+        self.executor.on_progress = self.hooks.progress
         self.context = ConnectorContext(
             base_dir=str(config.base_dir),
             on_api_call=self.hooks.api_call,

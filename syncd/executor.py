@@ -68,6 +68,10 @@ class PairOutcome:
     lost: str | None = None  # the run stopped: this process no longer holds the pair
 
 
+PROGRESS_EVERY = 60.0
+"""A long pair run logs a ``progress`` event at most this often (and on a long wait)."""
+PROGRESS_WAIT = 10.0
+"""A pacing or quota wait at least this long is logged as it starts."""
 PACE_SLACK = 0.01
 """Waits shorter than this are not slept (a reset read off the wall clock is that exact)."""
 
@@ -112,6 +116,7 @@ class Limiter:
         self.buckets = [Bucket(r, float(r.count), now) for r in rate_limits]
         self.quota_until = 0.0  # the platform said no call is left before this (clock)
         self.waiting: str | None = None  # what a call waits for now, for progress reports
+        self.on_wait: Callable[[str, float], None] = lambda why, seconds: None
         self._lock = asyncio.Lock()
 
     def observe(self, remaining: float, reset_in: float | None, margin: int = 1) -> None:
@@ -134,6 +139,7 @@ class Limiter:
                 if delay <= PACE_SLACK:
                     break
                 self.waiting = why
+                self.on_wait(why, delay)
                 await self.sleep(delay)
             self.waiting = None
             for b in self.buckets:
@@ -152,6 +158,7 @@ class Executor:
         rng: Callable[[], float] = random.random,
         retry: RetryPolicy | None = None,
         on_retry: Callable[[str], None] | None = None,
+        on_progress: Callable[[str, str, int, int, str | None], None] | None = None,
     ) -> None:
         self.state = state
         self.sleep = sleep
@@ -160,6 +167,8 @@ class Executor:
         self.rng = rng
         self.retry = retry or RetryPolicy()
         self.on_retry = on_retry or (lambda destination: None)
+        # (sync, destination, keys done, keys to write, what it waits for) as keys land
+        self.on_progress = on_progress or (lambda sync, dest, done, total, waiting: None)
         self._limiters: dict[str, Limiter] = {}
 
     def limiter(self, dest: Destination) -> Limiter:
@@ -174,6 +183,15 @@ class Executor:
                 self.sleep,
                 dest.capabilities.rate_limits,
             )
+            name = dest.name
+
+            def on_wait(why: str, seconds: float) -> None:
+                if seconds >= PROGRESS_WAIT:
+                    get_logger().info(
+                        "progress", destination=name, waiting=why, wait=round(seconds, 1)
+                    )
+
+            self._limiters[key].on_wait = on_wait
         return self._limiters[key]
 
     def observe_quota(self, dest: Destination, remaining: float, reset_in: float | None) -> None:
@@ -278,6 +296,26 @@ class Executor:
         so nothing more is written and every key not yet applied fails with that reason."""
         out = PairOutcome()
         log = get_logger(sync=plan.sync, destination=plan.destination)
+        total = len(plan.writes)
+        started = self.clock()
+        last_log = [started]
+        lim = self.limiter(dest)
+
+        def report() -> None:
+            done = sum(1 for c in out.applied if c.write) + len(out.failed)
+            self.on_progress(plan.sync, plan.destination, done, total, lim.waiting)
+            now = self.clock()
+            if total and now - last_log[0] >= PROGRESS_EVERY and done < total:
+                last_log[0] = now
+                rate = done / max(1e-9, now - started)
+                log.info(
+                    "progress",
+                    done=done,
+                    total=total,
+                    per_minute=round(rate * 60, 1),
+                    eta_seconds=round((total - done) / rate) if rate else None,
+                    waiting=lim.waiting,
+                )
 
         def fenced() -> bool:
             if out.lost is None and fence is not None:
@@ -414,6 +452,7 @@ class Executor:
                         error=msg,
                     )
                 pending = retry
+                report()
                 if pending:
                     out.retries += 1
                     self.on_retry(dest.name)
@@ -423,6 +462,7 @@ class Executor:
         # the first batch goes alone: a revoked token then costs one call, not one per batch;
         # the rest run concurrently up to the destination's concurrency
         if batches:
+            report()
             await run_batch(*batches[0])
             await asyncio.gather(*(run_batch(op, b) for op, b in batches[1:]))
         return out

@@ -103,3 +103,38 @@ def test_github_hourly_cap_paces_writes_instead_of_failing_them(tmp_path: Path) 
         assert fake.throttled == 0
     finally:
         fake.stop()
+
+
+async def test_a_long_run_logs_progress_with_what_it_waits_for(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    wb = Workbench(
+        tmp_path, {"p": {"type": "paced", "platform": "paced", "concurrency": 1}}, source=values(30)
+    )
+    with capture_logs() as logs:
+        pair = await wb.pair()
+    assert pair.result == "ok"
+    events = [e for e in logs if e["event"] == "progress"]
+    waits = [e for e in events if "wait" in e]
+    assert waits and waits[0]["waiting"] == "paced to 5 writes a minute"
+    ticks = [e for e in events if "done" in e]
+    assert len(ticks) >= 4  # 25 keys at 5 a minute: about five minutes, a line a minute
+    assert all(e["total"] == 30 and 0 < e["done"] < 30 for e in ticks)
+    assert ticks[-1]["per_minute"] == pytest.approx(5.0, rel=0.3)
+    assert all("value-" not in str(e) for e in events)
+
+
+def test_the_terminal_shows_keys_rate_eta_and_what_it_waits_for() -> None:
+    import io
+
+    from syncd.cli import Progress
+
+    out = io.StringIO()
+    bars = Progress(1, out, force_terminal=True)
+    bars.progress("org", "gh", 0, 1000, None)
+    bars.progress("org", "gh", 120, 1000, "paced to 500 content-creating requests an hour")
+    bars.bars.refresh()
+    bars.stop()
+    text = out.getvalue()
+    assert "org → gh" in text and "120/1000" in text
+    assert "paced to 500 content-creating requests an hour" in text
