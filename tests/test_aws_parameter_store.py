@@ -526,7 +526,7 @@ def test_config_defaults(tmp_path: Path) -> None:
     d = ParameterStoreDestination("ssm", dest, ConnectorContext())
     assert d.capabilities.default_key_template == "{path}{key}"
     assert d.capabilities.delete_batch_size == 10
-    assert d.capabilities.writes_per_minute is None
+    assert d.capabilities.writes_per_minute == 40 * 60  # the standard throughput
 
 
 def test_remote_entries_are_plain_data() -> None:

@@ -138,3 +138,67 @@ def test_the_terminal_shows_keys_rate_eta_and_what_it_waits_for() -> None:
     text = out.getvalue()
     assert "org → gh" in text and "120/1000" in text
     assert "paced to 500 content-creating requests an hour" in text
+
+
+async def test_aws_destinations_on_one_account_and_region_share_its_throughput() -> None:
+    """Parameter Store's 40 TPS and Secrets Manager's 50 are per account and region: two
+    destinations there draw on one budget; another region, profile or service has its own."""
+    from syncd.connector import ConnectorContext
+    from syncd.connectors.aws_parameter_store import ParameterStoreConfig, ParameterStoreDestination
+    from syncd.connectors.aws_secrets_manager import SecretsManagerConfig, SecretsManagerDestination
+    from syncd.executor import Executor
+
+    def ssm(name: str, region: str, path: str) -> ParameterStoreDestination:
+        cfg = ParameterStoreConfig(type="aws-parameter-store", region=region, path=path)
+        return ParameterStoreDestination(name, cfg, ConnectorContext())
+
+    def asm(name: str, region: str, profile: str | None = None) -> SecretsManagerDestination:
+        cfg = SecretsManagerConfig(
+            type="aws-secrets-manager", region=region, prefix="app/", profile=profile
+        )
+        return SecretsManagerDestination(name, cfg, ConnectorContext())
+
+    ex = Executor(state=None)  # type: ignore[arg-type]
+    a, b = ssm("a", "eu-west-1", "/app/a/"), ssm("b", "eu-west-1", "/app/b/")
+    c = ssm("c", "us-east-1", "/app/a/")
+    d, e = asm("d", "eu-west-1"), asm("e", "eu-west-1", profile="other")
+    assert ex.limiter(a) is ex.limiter(b)
+    assert len({id(ex.limiter(x)) for x in (a, c, d, e)}) == 4
+    assert a.capabilities.writes_per_minute == 40 * 60
+    assert d.capabilities.writes_per_minute == 50 * 60
+
+
+async def test_gitlab_ratelimit_remaining_is_waited_for_before_it_runs_out(
+    tmp_path: Path,
+) -> None:
+    """GitLab answers every call with RateLimit-Remaining/-Reset: when none is left, the next
+    call waits for the window to refill instead of being refused with 429."""
+    from syncd.connectors._http import WALL_CLOCK_KEY
+    from tests.fakes.gitlab_server import FakeGitLab
+
+    with FakeGitLab() as fake:
+        project = fake.project("acme/api")
+        wb = Workbench(
+            tmp_path,
+            {
+                "gl": {
+                    "type": "gitlab",
+                    "url": fake.url,
+                    "token": "${GITLAB_TOKEN}",
+                    "project": project.path,
+                    "concurrency": 1,
+                }
+            },
+            source=values(12),
+            env={"GITLAB_TOKEN": fake.token},
+        )
+        wb.context_extra[WALL_CLOCK_KEY] = wb.clock.wall
+        fake.clock = wb.clock.wall
+        fake.quota = (5, 60.0)  # five calls a minute
+        pair = await wb.pair()
+        assert pair.result == "ok", pair.problems
+        assert fake.stored(project) == values(12)
+        assert fake.throttled == 0
+        # one listing and 12 writes, four a window (the last call of each is kept as a
+        # margin): three waits for a refill
+        assert [round(s) for s in wb.clock.sleeps if s > 1.0] == [60, 60, 60]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -273,6 +274,14 @@ def owner_of(tags: Mapping[str, str]) -> str | None:
     return tags.get(TAG_SYNC, "")
 
 
+def aws_credential_key(service: str, config: AwsConfig) -> str:
+    """AWS quotas are per account and region: destinations reaching one service through the
+    same profile, region and endpoint share one pacing budget."""
+    region = config.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    endpoint = config.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or ""
+    return f"aws:{service}:{config.profile or ''}:{region or ''}:{endpoint}"
+
+
 class AwsConfig(DestinationConfig):
     """Options both AWS destinations share."""
 
@@ -287,7 +296,8 @@ class AwsConfig(DestinationConfig):
     tags: dict[str, str] = Field(default_factory=dict)
     """Tags put on every object syncd creates, besides managed-by: syncd and syncd:sync."""
     writes_per_second: float | None = Field(default=None, gt=0)
-    """Pace writes through this destination (default: unpaced; throttling is retried)."""
+    """Pace writes to this many a second, shared by every destination on the same account
+    and region (default: the service's documented quota; null: unpaced)."""
 
     @field_validator("tags")
     @classmethod

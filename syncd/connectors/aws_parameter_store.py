@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from syncd.connector import BaseDestination, Capabilities, ConnectorContext
 from syncd.connectors._aws import (
@@ -34,6 +34,7 @@ from syncd.connectors._aws import (
     TAG_SYNC,
     AwsClient,
     AwsConfig,
+    aws_credential_key,
     chunks,
     classify,
     error_code,
@@ -52,6 +53,7 @@ MAX_NAME_WITH_ARN = 1011
 (``arn:aws:ssm:REGION:ACCOUNT:parameter``)."""
 STANDARD_BYTES = 4096
 ADVANCED_BYTES = 8192
+STANDARD_TPS = 40.0  # Parameter Store's default throughput, per account and region
 DESCRIBE_PAGE = 50  # DescribeParameters MaxResults
 GET_BATCH = 10  # GetParameters names per call
 DELETE_BATCH = 10  # DeleteParameters names per call
@@ -67,6 +69,9 @@ class ParameterStoreConfig(AwsConfig):
     """The folder every key goes under, such as /myapp/prod/ (a trailing / is added)."""
     tier: Literal["auto", "standard", "advanced"] = "auto"
     """auto: Standard up to 4 KB, Advanced above (Parameter Store's Intelligent-Tiering)."""
+    writes_per_second: float | None = Field(default=STANDARD_TPS, gt=0)
+    """Pace PutParameter to this many a second per account and region (default 40, the
+    standard throughput GetParameter/GetParameters/PutParameter share; null: unpaced)."""
 
     @field_validator("path")
     @classmethod
@@ -131,6 +136,10 @@ class ParameterStoreDestination(BaseDestination):
             extra_checks=(self._check_name,),
             writes_per_minute=wps * 60 if wps else None,
         )
+
+    @property
+    def credential_key(self) -> str:
+        return aws_credential_key("ssm", self.config)
 
     # ------------------------------------------------------------------ names
 

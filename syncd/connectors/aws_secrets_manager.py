@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from syncd.connector import BaseDestination, Capabilities, ConnectorContext
 from syncd.connectors._aws import (
@@ -42,6 +42,7 @@ from syncd.connectors._aws import (
     TAG_MANAGED_VALUE,
     AwsClient,
     AwsConfig,
+    aws_credential_key,
     chunks,
     classify,
     error_code,
@@ -56,6 +57,7 @@ from syncd.model import Action, Change, ItemOutcome, RemoteEntry, SecretValue
 
 MAX_VALUE_BYTES = 65536  # SecretString
 MAX_NAME = 512
+WRITE_TPS = 50.0  # the combined quota of the write APIs, per account and region
 LIST_PAGE = 100  # ListSecrets MaxResults
 BATCH_GET = 20  # BatchGetSecretValue SecretIdList
 NAME_CHARS = r"A-Za-z0-9/_+=.@\-"
@@ -75,6 +77,9 @@ class SecretsManagerConfig(AwsConfig):
     """bundle: the secret's name (required)."""
     recovery_window_days: int = 7
     """Days a deleted secret stays recoverable: 7 to 30, or 0 to delete without recovery."""
+    writes_per_second: float | None = Field(default=WRITE_TPS, gt=0)
+    """Pace writes to this many a second per account and region (default 50, the combined
+    quota of CreateSecret, PutSecretValue, UpdateSecret, TagResource, DeleteSecret...)."""
 
     @field_validator("prefix", "name")
     @classmethod
@@ -171,6 +176,10 @@ class SecretsManagerDestination(BaseDestination):
 
     def classify(self, exc: BaseException) -> ConnectorError:
         return classify(exc, "secretsmanager")
+
+    @property
+    def credential_key(self) -> str:
+        return aws_credential_key("secretsmanager", self.config)
 
     def name_of(self, key: str) -> str:
         return self.prefix + key

@@ -43,7 +43,7 @@ from gitlab.utils import EncodedId
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from syncd.connector import BaseDestination, Capabilities, ConnectorContext, DestinationConfig
-from syncd.connectors._http import wall_clock
+from syncd.connectors._http import report_quota, wall_clock
 from syncd.errors import (
     AuthError,
     ConflictError,
@@ -229,6 +229,12 @@ class GitLabDestination(BaseDestination):
     # ------------------------------------------------------------------ plumbing
 
     @property
+    def credential_key(self) -> str:
+        """Destinations using one token share its rate limit and concurrency."""
+        who = hashlib.sha256(self.config.token.get_secret_value().encode()).hexdigest()[:16]
+        return f"gitlab:{self.config.url.lower()}:{who}"
+
+    @property
     def _target(self) -> str:
         if self.config.project is not None:
             return f"project {self.config.project}"
@@ -265,15 +271,16 @@ class GitLabDestination(BaseDestination):
         """One platform call in a worker thread, reported, its failure classified."""
         gl = self._client()
 
-        def run() -> tuple[T | None, ConnectorError | None, str]:
+        def run() -> tuple[T | None, ConnectorError | None, str, Mapping[str, str]]:
             self._last.headers = None
             try:
-                return fn(gl), None, "ok"
+                return fn(gl), None, "ok", self._last.headers or {}
             except GitlabError as exc:
-                err = self._classify(exc, what, self._last.headers or {})
-                return None, err, str(exc.response_code or "error")
+                headers: Mapping[str, str] = self._last.headers or {}
+                err = self._classify(exc, what, headers)
+                return None, err, str(exc.response_code or "error"), headers
             except requests.Timeout:
-                return None, RetryableError(f"{what}: timed out"), "timeout"
+                return None, RetryableError(f"{what}: timed out"), "timeout", {}
             except requests.RequestException as exc:
                 return (
                     None,
@@ -281,10 +288,15 @@ class GitLabDestination(BaseDestination):
                         f"{what}: cannot reach {self.config.url} ({type(exc).__name__})"
                     ),
                     "error",
+                    {},
                 )
 
-        result, err, status = await self.in_thread(run)
+        result, err, status, headers = await self.in_thread(run)
         self.count(operation, status)
+        # GitLab's RateLimit-Remaining/-Reset (not on a 5xx): wait for the window to refill
+        # before it runs out
+        if not status.startswith("5"):
+            report_quota(headers, self.quota, wall_clock(self.context))
         if err is not None:
             raise err
         return cast(T, result)

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -115,6 +117,13 @@ class FakeGitLab:
         self.fail_next: list[int] = []  # statuses the next requests answer with (502, 503...)
         self.retry_after: str | None = "2"
         self.reset_in: float = 3.0
+        # a windowed quota on demand (GitLab.com's 2,000 calls a minute, scaled down): every
+        # answer carries RateLimit-Limit/-Remaining/-Reset; a call past it is refused with 429
+        self.quota: tuple[int, float] | None = None  # (calls, window seconds)
+        self.clock: Callable[[], float] = time.time
+        self.window_start: float | None = None
+        self.window_calls = 0
+        self.throttled = 0
         # a slow platform on demand: writes wait for ``write_gate`` (when set) before they
         # are handled; ``write_seen`` is set as the first one arrives
         self.write_gate: threading.Event | None = None
@@ -228,6 +237,7 @@ class FakeGitLab:
             status, payload, headers = self._route(method, split.path, params, h)
         except ApiError as err:
             status, payload, headers = err.status, err.body, err.headers
+        headers = {**getattr(h, "quota_headers", {}), **headers}
         with self.lock:
             self.requests.append(Request(method, split.path, query, status))
         data = b""
@@ -266,6 +276,12 @@ class FakeGitLab:
             if self.throttle_next > 0:
                 self.throttle_next -= 1
                 raise ApiError(429, "Retry later", self._throttle_headers())
+            quota = self._take_quota()
+            h.quota_headers = dict(quota or {})  # type: ignore[attr-defined]
+            if quota is not None and int(quota["RateLimit-Remaining"]) < 0:
+                self.throttled += 1
+                quota["RateLimit-Remaining"] = "0"
+                raise ApiError(429, "Retry later", {**quota, "Retry-After": "1"})
             if self.fail_next:
                 raise ApiError(self.fail_next.pop(0), "<html>Bad Gateway</html>")
         parts = [unquote(p) for p in path.split("/")]
@@ -295,6 +311,21 @@ class FakeGitLab:
                 container.variables.remove(self._one(container, key, params))
                 return 204, None, {}
         raise ApiError(405, {"error": "405 Not Allowed"})
+
+    def _take_quota(self) -> dict[str, str] | None:
+        """Count a call against the window; its RateLimit headers (Remaining < 0: refused)."""
+        if self.quota is None:
+            return None
+        limit, window = self.quota
+        now = self.clock()
+        if self.window_start is None or now >= self.window_start + window:
+            self.window_start, self.window_calls = now, 0
+        self.window_calls += 1
+        return {
+            "RateLimit-Limit": str(limit),
+            "RateLimit-Remaining": str(limit - self.window_calls),
+            "RateLimit-Reset": str(math.ceil(self.window_start + window)),
+        }
 
     def _throttle_headers(self) -> dict[str, str]:
         reset = time.time() + self.reset_in
