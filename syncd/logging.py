@@ -21,38 +21,91 @@ class Redactor:
 
     Values shorter than MIN_REDACT_LEN characters are not searched for: replacing "1" or
     "on" in every line would make logs unreadable without protecting anything.
+
+    A daemon may know 100,000 values: each is indexed by its first ``INDEX_PREFIX``
+    characters (all of it when shorter), so a scan costs a few dictionary lookups per
+    character of the text, whatever the number of values. At each position the longest
+    value found there is replaced, left to right.
     """
 
+    INDEX_PREFIX = 16
+    SEEN_MAX = 4096
+
     def __init__(self) -> None:
-        self._values: set[str] = set()
-        self._sorted: list[str] = []
+        # prefix -> values starting with it, longest first
+        self._index: dict[str, list[str]] = {}
+        self._lengths: tuple[int, ...] = ()  # the prefix lengths in the index, longest first
+        self._seen: dict[str, str] = {}  # texts already scrubbed against these values
         self._lock = threading.Lock()
 
     def add(self, values: Iterable[str]) -> None:
-        new = {v for v in values if isinstance(v, str) and len(v) >= MIN_REDACT_LEN}
+        new: set[str] = set()
+        for v in values:
+            if not isinstance(v, str) or len(v) < MIN_REDACT_LEN:
+                continue
+            new.add(v)
+            # a multi-line value may show up line by line in a traceback
+            if "\n" in v or "\r" in v:
+                new.update(line for line in v.splitlines() if len(line) >= MIN_REDACT_LEN)
         with self._lock:
-            if new - self._values:
-                self._values |= new
-                # longest first, so a value containing another is replaced whole
-                self._sorted = sorted(self._values, key=len, reverse=True)
-                # a multi-line value may show up line by line in a traceback
-                for v in new:
-                    for line in v.splitlines():
-                        if len(line) >= MIN_REDACT_LEN and line not in self._values:
-                            self._values.add(line)
-                self._sorted = sorted(self._values, key=len, reverse=True)
+            new = {v for v in new if v not in self._index.get(v[: self.INDEX_PREFIX], ())}
+            if not new:
+                return
+            index = dict(self._index)
+            lengths = set(self._lengths)
+            for v in new:
+                prefix = v[: self.INDEX_PREFIX]
+                bucket = [*index.get(prefix, ()), v]
+                bucket.sort(key=len, reverse=True)
+                index[prefix] = bucket
+                lengths.add(len(prefix))
+            # readers use the previous index until this one is complete
+            self._index, self._lengths = index, tuple(sorted(lengths, reverse=True))
+            self._seen = {}
 
     def clear(self) -> None:
         """Forget every value (tests start each from nothing)."""
         with self._lock:
-            self._values.clear()
-            self._sorted = []
+            self._index, self._lengths, self._seen = {}, (), {}
 
     def scrub(self, text: str) -> str:
-        for v in self._sorted:
-            if v in text:
-                text = text.replace(v, REDACTED)
-        return text
+        index, lengths, seen = self._index, self._lengths, self._seen
+        if not index or len(text) < MIN_REDACT_LEN:
+            return text
+        # names and reasons repeat on every line: each is scanned once per set of values
+        hit = seen.get(text)
+        if hit is None:
+            hit = self._scan(text, index, lengths)
+            if len(seen) >= self.SEEN_MAX:
+                seen.clear()
+            seen[text] = hit
+        return hit
+
+    @staticmethod
+    def _scan(text: str, index: dict[str, list[str]], lengths: tuple[int, ...]) -> str:
+        out: list[str] = []
+        i = done = 0
+        end = len(text)
+        while i <= end - MIN_REDACT_LEN:
+            found = 0
+            for k in lengths:
+                if i + k > end:
+                    continue
+                bucket = index.get(text[i : i + k])
+                if bucket is not None:
+                    found = next((len(v) for v in bucket if text.startswith(v, i)), 0)
+                    if found:
+                        break
+            if found:
+                out.append(text[done:i])
+                out.append(REDACTED)
+                i = done = i + found
+            else:
+                i += 1
+        if not out:
+            return text
+        out.append(text[done:])
+        return "".join(out)
 
     def _walk(self, obj: Any) -> Any:
         if isinstance(obj, str):
@@ -68,7 +121,7 @@ class Redactor:
     def __call__(
         self, logger: Any, method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        if not self._sorted:
+        if not self._index:
             return event
         for k in list(event):
             if k not in STRUCTURAL:
