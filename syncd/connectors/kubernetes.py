@@ -39,6 +39,7 @@ from urllib.parse import quote
 
 from pydantic import field_validator, model_validator
 
+from syncd.config_types import ConfigPath
 from syncd.connector import (
     AfterChange,
     BaseDestination,
@@ -113,7 +114,7 @@ class KubernetesConfig(DestinationConfig):
     """Labels syncd sets on the Secret (and owns, as its field manager)."""
     annotations: dict[str, str] = {}
     """Annotations syncd sets on the Secret (and owns)."""
-    kubeconfig: str | None = None
+    kubeconfig: ConfigPath | None = None
     """A kubeconfig file (relative to the config file). Default: the pod's service
     account (in-cluster config)."""
     context: str | None = None
@@ -299,8 +300,6 @@ class KubernetesDestination(BaseDestination):
         try:
             if cfg.kubeconfig is not None:
                 path = Path(cfg.kubeconfig).expanduser()
-                if not path.is_absolute():
-                    path = Path(self.context.base_dir) / path
                 single = KubeConfig.from_file(path).get(context_name=cfg.context)
             else:
                 folder = self.context.extra.get(SERVICE_ACCOUNT_KEY, SERVICE_ACCOUNT_DIR)
