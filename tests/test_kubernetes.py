@@ -649,6 +649,36 @@ async def test_a_failed_restart_is_retried_with_the_same_timestamp(
     assert len({p[1] for p in patched}) == 1, "web is not rolled a second time"
 
 
+async def test_a_restart_owed_across_a_new_write_rolls_everything_again(
+    tmp_path: Path, fake: FakeKubernetes
+) -> None:
+    workloads(fake)
+    wb = bench(
+        tmp_path,
+        fake,
+        {"A_KEY": "alpha-1"},
+        dest={"restart": ["deployment/web", "statefulset/db"]},
+    )
+
+    def db_down(req: Any) -> None:
+        if req.method == "PATCH" and req.resource == "statefulsets":
+            fake.fail_next.append(503)
+
+    fake.before = db_down
+    pair = await wb.pair()
+    assert pair.after is not None and pair.after.state == "failed"
+    first = fake.restarted_at("Deployment", "web")
+    assert first is not None and fake.restarted_at("StatefulSet", "db") is None
+    # a new value lands later: web must roll again to read it, not keep the old stamp
+    fake.before = None
+    wb.clock.advance(300)
+    wb.set_source({"A_KEY": "alpha-2"})
+    pair = await wb.pair()
+    assert pair.after is not None and pair.after.state == "done"
+    assert fake.restarted_at("Deployment", "web") == fake.restarted_at("StatefulSet", "db")
+    assert fake.restarted_at("Deployment", "web") != first
+
+
 async def test_a_forbidden_restart_names_the_missing_permission(
     tmp_path: Path, fake: FakeKubernetes
 ) -> None:

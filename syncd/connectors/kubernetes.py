@@ -639,6 +639,7 @@ class KubernetesDestination(BaseDestination):
             for c in sending:
                 outcomes[c.key] = ItemOutcome(c.key, error=err)
             return [outcomes[c.key] for c in changes]
+        self._restart_stamp = None  # new values: the next restart is a new rollout
         applied = self._status(resp)
         version = str((applied.get("metadata") or {}).get("resourceVersion") or "") or None
         for c in sending:
@@ -651,6 +652,7 @@ class KubernetesDestination(BaseDestination):
                 await self._delete(changes)
             except ConnectorError as exc:
                 return [ItemOutcome(c.key, error=exc) for c in changes]
+            self._restart_stamp = None
             return [ItemOutcome(c.key) for c in changes]
 
     async def _delete(self, changes: Sequence[Change]) -> None:
@@ -759,8 +761,8 @@ class KubernetesDestination(BaseDestination):
 
     async def after_change(self) -> AfterChange:
         """Patch each workload's pod template annotation ``syncd.io/restartedAt``, as
-        ``kubectl rollout restart`` does. A retry after a failure reuses the timestamp, so
-        a workload already patched is not rolled a second time."""
+        ``kubectl rollout restart`` does. A retry after a failure reuses the timestamp
+        (until a new write lands), so a workload already patched is not rolled twice."""
         workloads = await self._workloads()
         if not workloads:
             return AfterChange(self._nothing_to_restart())
