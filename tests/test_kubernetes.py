@@ -337,6 +337,21 @@ async def test_a_key_written_by_someone_else_after_the_listing_is_a_conflict(
     assert conflict.params["force"] == "false"
 
 
+async def test_a_label_another_manager_owns_with_another_value_fails_the_write(
+    tmp_path: Path, fake: FakeKubernetes
+) -> None:
+    fake.write_as("helm", SECRET, {}, labels={"team": "payments"})
+    wb = bench(tmp_path, fake, {"A_KEY": "alpha-1"}, dest={"labels": {"team": "web"}})
+    pair = await wb.pair()
+    assert pair.result == "failed"
+    ((key, _kind, message),) = pair.problems
+    assert key == "A_KEY"
+    assert ".metadata.labels.team (owned by helm)" in message
+    assert fake.values(SECRET) == {}
+    secret = fake.secret(SECRET)
+    assert secret is not None and secret["metadata"]["labels"] == {"team": "payments"}
+
+
 async def test_an_edit_by_hand_is_drift_restored_at_the_drift_check(
     tmp_path: Path, fake: FakeKubernetes
 ) -> None:

@@ -609,6 +609,10 @@ class KubernetesDestination(BaseDestination):
         resp = await self._apply(sync, self._apply_body(secret, body_data), force=force)
         if resp.status_code == 409 and not force:
             keys, other = self._conflicts(resp)
+            if not keys and not other:
+                # a 409 that names no field: nothing to decide a forced apply on
+                err = self._failure(resp, "apply", "patch on secrets")
+                return [outcomes.get(c.key) or ItemOutcome(c.key, error=err) for c in changes]
             if other:
                 refused = ConflictError(
                     f"kubernetes: {self._where()}: fields syncd sets are owned by another "

@@ -170,7 +170,12 @@ class FakeKubernetes:
         return out
 
     def write_as(
-        self, manager: str, name: str, values: dict[str, str], namespace: str | None = None
+        self,
+        manager: str,
+        name: str,
+        values: dict[str, str],
+        namespace: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
         """An Update by another client (``kubectl edit``, ``kubectl create secret``): it
         takes ownership of the fields it changes."""
@@ -194,6 +199,11 @@ class FakeKubernetes:
             for e in obj.managers:
                 e.fields.discard(("data", k))
             self._entry(obj, manager, "Update").fields.add(("data", k))
+        for k, v in (labels or {}).items():
+            obj.body["metadata"].setdefault("labels", {})[k] = v
+            for e in obj.managers:
+                e.fields.discard(("metadata", "labels", k))
+            self._entry(obj, manager, "Update").fields.add(("metadata", "labels", k))
         self._prune(obj)
         obj.body["metadata"]["resourceVersion"] = self._next_rv()
 
