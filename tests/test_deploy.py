@@ -549,7 +549,8 @@ def test_pods_are_non_root_read_only_with_limits(
     assert psc["runAsNonRoot"] is True and psc["runAsUser"] == image_uid
     assert psc["fsGroup"] == image_uid, "the state volume is writable by that user"
     assert psc["seccompProfile"]["type"] == "RuntimeDefault"
-    assert spec["automountServiceAccountToken"] is False
+    # mounted for the kubernetes destination, which role.yaml limits
+    assert spec["automountServiceAccountToken"] is True
     (c,) = spec["containers"]
     sc = c["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
@@ -630,7 +631,8 @@ def test_kustomize_builds() -> None:
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     kinds = sorted(d["kind"] for d in docs)
-    want = ["Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeClaim"]
+    want = ["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap"]
+    want.append("PersistentVolumeClaim")
     assert kinds == sorted([*want, "Deployment", "Service"])
     assert all(d["metadata"].get("namespace") == "syncd" for d in docs if d["kind"] != "Namespace")
 
