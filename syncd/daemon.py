@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from syncd.config import Config, SyncSpec, load_config
 from syncd.connector import Source
 from syncd.coordination import HEARTBEAT_SHARE, Coordinator, Hold, owner
-from syncd.engine import Engine, Hooks
+from syncd.engine import Engine, Hooks, Snapshots
 from syncd.errors import ConfigError, ConfigErrors, StateError
 from syncd.logging import get_logger, redactor
 from syncd.metrics import Metrics, MetricsHooks
@@ -232,7 +232,7 @@ class Scheduler:
             while not self._stopping:
                 self._wake.clear()
                 now = self.clock()
-                cache: dict[str, Snapshot] = {}  # syncs starting together share source reads
+                cache = Snapshots()  # syncs starting together share source reads
                 for slot in list(self._slots.values()):
                     if slot.removed:
                         if not slot.running:

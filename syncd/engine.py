@@ -25,6 +25,12 @@ from syncd.state.base import StateStore
 if TYPE_CHECKING:
     from syncd.notify import Notifier
 
+PLANS_AT_ONCE = 8
+"""Source reads, and pair plans, one process computes at once. Both are CPU and memory
+(a snapshot, a listing, a fingerprint and a change per key); past a few at once they only
+pile up memory (100 syncs of 1,000 secrets starting together), and the writes that follow
+are not held back by this cap."""
+
 PAIRS_IN_FLIGHT = 512
 """Pair runs one process applies at once. Each holds a lock while it runs (PostgreSQL's
 shared lock table takes about ``max_locks_per_transaction`` x ``max_connections`` of them,
@@ -212,6 +218,26 @@ class SyncResult:
         return self.source_error is None and all(p.ok for p in self.pairs)
 
 
+class Snapshots(dict[str, Snapshot]):
+    """Source snapshots shared by the syncs of one pass (one read per source scope); a
+    snapshot is let go as soon as the last sync of the pass that wanted it is done."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.users: dict[str, int] = {}
+
+    def claim(self, scope: str) -> None:
+        self.users[scope] = self.users.get(scope, 0) + 1
+
+    def release(self, scope: str) -> None:
+        left = self.users.get(scope, 0) - 1
+        if left > 0:
+            self.users[scope] = left
+        else:
+            self.users.pop(scope, None)
+            self.pop(scope, None)
+
+
 class Engine:
     def __init__(
         self,
@@ -235,6 +261,8 @@ class Engine:
         self._coordinator = coordinator
         self._owns_coordinator = coordinator is None
         self._pair_slots = asyncio.Semaphore(PAIRS_IN_FLIGHT)
+        self._reading = asyncio.Semaphore(PLANS_AT_ONCE)
+        self._planning = asyncio.Semaphore(PLANS_AT_ONCE)
         # syncd run: a redeploy waits for the debounce (the daemon runs it); once: at once
         self.defer_after_change = defer_after_change
         self._notifier = notifier
@@ -350,7 +378,8 @@ class Engine:
             while True:
                 attempt += 1
                 try:
-                    snap = await src.snapshot()
+                    async with self._reading:
+                        snap = await src.snapshot()
                     break
                 except SourceReadError as exc:
                     self.hooks.source_read(name, False, None)
@@ -389,7 +418,7 @@ class Engine:
         self, syncs: Sequence[str] | None = None, *, force: bool = False, dry_run: bool = False
     ) -> list[SyncResult]:
         specs = [self.config.sync(n) for n in syncs] if syncs else list(self.config.syncs)
-        cache: dict[str, Snapshot] = {}
+        cache = Snapshots()
         return list(
             await asyncio.gather(
                 *(self.run_sync(s, force=force, dry_run=dry_run, cache=cache) for s in specs)
@@ -404,8 +433,25 @@ class Engine:
         dry_run: bool = False,
         cache: dict[str, Snapshot] | None = None,
     ) -> SyncResult:
-        log = get_logger(sync=spec.name)
         result = SyncResult(spec.name)
+        scope = self.source(spec.source).scope_key()
+        if isinstance(cache, Snapshots):
+            cache.claim(scope)
+        try:
+            return await self._run_sync(spec, result, force, dry_run, cache)
+        finally:
+            if isinstance(cache, Snapshots):
+                cache.release(scope)
+
+    async def _run_sync(
+        self,
+        spec: SyncSpec,
+        result: SyncResult,
+        force: bool,
+        dry_run: bool,
+        cache: dict[str, Snapshot] | None,
+    ) -> SyncResult:
+        log = get_logger(sync=spec.name)
         try:
             snap = await self.read_source(spec.source, cache)
         except SourceReadError as exc:
@@ -505,7 +551,8 @@ class Engine:
             if not dry_run:
                 run_id = self.state.start_run(spec.name, dest_name, self.now())
             dest = self.destination(dest_name)
-            plan = await self.make_plan(spec, dest, snap, force=force)
+            async with self._planning:
+                plan = await self.make_plan(spec, dest, snap, force=force)
             pr.plan = plan
             for c in plan.changes:
                 if c.drift:

@@ -32,8 +32,9 @@ class Redactor:
     SEEN_MAX = 4096
 
     def __init__(self) -> None:
-        # prefix -> values starting with it, longest first
-        self._index: dict[str, list[str]] = {}
+        # prefix -> the value starting with it, or the values, longest first (most prefixes
+        # start one value only: a plain string saves a list per value)
+        self._index: dict[str, str | tuple[str, ...]] = {}
         self._lengths: tuple[int, ...] = ()  # the prefix lengths in the index, longest first
         self._seen: dict[str, str] = {}  # texts already scrubbed against these values
         self._lock = threading.Lock()
@@ -48,20 +49,30 @@ class Redactor:
             if "\n" in v or "\r" in v:
                 new.update(line for line in v.splitlines() if len(line) >= MIN_REDACT_LEN)
         with self._lock:
-            new = {v for v in new if v not in self._index.get(v[: self.INDEX_PREFIX], ())}
+            new = {v for v in new if not self._knows(v)}
             if not new:
-                return
+                return  # every cycle re-reads the same values: nothing to rebuild
             index = dict(self._index)
             lengths = set(self._lengths)
             for v in new:
-                prefix = v[: self.INDEX_PREFIX]
-                bucket = [*index.get(prefix, ()), v]
-                bucket.sort(key=len, reverse=True)
-                index[prefix] = bucket
-                lengths.add(len(prefix))
+                prefix = self._prefix(v)
+                held = index.get(prefix)
+                if held is None:
+                    index[prefix] = v
+                    lengths.add(len(prefix))
+                    continue
+                bucket = (held,) if isinstance(held, str) else held
+                index[prefix] = tuple(sorted((*bucket, v), key=len, reverse=True))
             # readers use the previous index until this one is complete
             self._index, self._lengths = index, tuple(sorted(lengths, reverse=True))
             self._seen = {}
+
+    def _prefix(self, v: str) -> str:
+        return v[: self.INDEX_PREFIX] if len(v) > self.INDEX_PREFIX else v
+
+    def _knows(self, v: str) -> bool:
+        held = self._index.get(self._prefix(v))
+        return held is not None and (held == v if isinstance(held, str) else v in held)
 
     def clear(self) -> None:
         """Forget every value (tests start each from nothing)."""
@@ -82,7 +93,7 @@ class Redactor:
         return hit
 
     @staticmethod
-    def _scan(text: str, index: dict[str, list[str]], lengths: tuple[int, ...]) -> str:
+    def _scan(text: str, index: dict[str, str | tuple[str, ...]], lengths: tuple[int, ...]) -> str:
         out: list[str] = []
         i = done = 0
         end = len(text)
@@ -91,11 +102,15 @@ class Redactor:
             for k in lengths:
                 if i + k > end:
                     continue
-                bucket = index.get(text[i : i + k])
-                if bucket is not None:
-                    found = next((len(v) for v in bucket if text.startswith(v, i)), 0)
-                    if found:
-                        break
+                held = index.get(text[i : i + k])
+                if held is None:
+                    continue
+                if isinstance(held, str):
+                    found = len(held) if text.startswith(held, i) else 0
+                else:
+                    found = next((len(v) for v in held if text.startswith(v, i)), 0)
+                if found:
+                    break
             if found:
                 out.append(text[done:i])
                 out.append(REDACTED)

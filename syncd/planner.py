@@ -7,9 +7,10 @@ holds.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from syncd.connector import Capabilities
 from syncd.model import Action, Change, DesiredEntry, Plan, Record, RemoteEntry
@@ -55,6 +56,11 @@ def blocked_reason(entry: DesiredEntry, caps: Capabilities) -> str | None:
     return None
 
 
+def _for(sync: str) -> Callable[..., Change]:
+    """Changes of one sync's plan: each carries the sync's name from the start."""
+    return functools.partial(Change, sync=sync)
+
+
 def plan(
     sync: str,
     destination: str,
@@ -64,6 +70,7 @@ def plan(
     caps: Capabilities,
     policy: PlanPolicy,
 ) -> Plan:
+    mk = _for(sync)
     changes: list[Change] = []
     by_key: dict[str, list[DesiredEntry]] = defaultdict(list)
     for d in desired:
@@ -79,7 +86,7 @@ def plan(
             refs = " and ".join(repr(e.source_ref) for e in entries)
             for e in entries:
                 changes.append(
-                    Change(
+                    mk(
                         key,
                         Action.BLOCKED,
                         f"source keys {refs} both become {key!r} at this destination",
@@ -90,7 +97,7 @@ def plan(
         entry = entries[0]
         reason = blocked_reason(entry, caps)
         if reason:
-            changes.append(Change(key, Action.BLOCKED, reason, desired=entry))
+            changes.append(mk(key, Action.BLOCKED, reason, desired=entry))
             continue
         writable.append(entry)
 
@@ -105,9 +112,10 @@ def plan(
         over = total - caps.max_keys
         if over > 0:
             creates = sorted((c for c in changes if c.action is Action.CREATE), key=lambda c: c.key)
+            position = {id(c): i for i, c in enumerate(changes)}
             for c in creates[-over:]:
-                i = changes.index(c)
-                changes[i] = Change(
+                i = position[id(c)]
+                changes[i] = mk(
                     c.key,
                     Action.BLOCKED,
                     f"the destination would hold {total} keys, over its limit of {caps.max_keys}",
@@ -123,7 +131,7 @@ def plan(
         remote = remote_by_fold.get(fold(key)) if current is not None else None
         if current is not None and remote is None:
             changes.append(
-                Change(
+                mk(
                     key,
                     Action.NOOP,
                     "no longer in the source and already gone from the destination",
@@ -132,7 +140,7 @@ def plan(
             )
         elif not rec.created:
             changes.append(
-                Change(
+                mk(
                     key,
                     Action.SKIP,
                     "no longer in the source; adopted, not created by syncd, so left in place",
@@ -142,7 +150,7 @@ def plan(
             )
         elif policy.delete == "never":
             changes.append(
-                Change(
+                mk(
                     key,
                     Action.SKIP,
                     "no longer in the source; left in place (delete: never)",
@@ -151,7 +159,7 @@ def plan(
             )
         elif not policy.owns_key(key):
             changes.append(
-                Change(
+                mk(
                     key,
                     Action.SKIP,
                     "no longer in the source; outside the keys "
@@ -161,7 +169,7 @@ def plan(
             )
         elif not policy.source_complete:
             changes.append(
-                Change(
+                mk(
                     key,
                     Action.BLOCKED,
                     "no longer in the source, but the source "
@@ -171,7 +179,7 @@ def plan(
             )
         elif policy.source_count == 0 and policy.previous_source_count and not policy.force:
             changes.append(
-                Change(
+                mk(
                     key,
                     Action.BLOCKED,
                     "the source returned no keys where it held "
@@ -181,7 +189,7 @@ def plan(
                 )
             )
         else:
-            c = Change(
+            c = mk(
                 key,
                 Action.DELETE,
                 "no longer in the source; created by syncd",
@@ -203,7 +211,6 @@ def plan(
                 "rerun with --force if this is intended"
             )
 
-    changes = [replace(c, sync=sync) for c in changes]
     changes.sort(key=lambda c: (c.key, c.desired.source_ref if c.desired else ""))
     return Plan(sync, destination, tuple(changes), listed=current is not None, refused=refused)
 
@@ -217,13 +224,14 @@ def _decide(
     fold: Callable[[str], str],
     policy: PlanPolicy,
 ) -> Change:
+    mk = _for(sync)
     key = d.key
     if current is None:
         if rec is None:
-            return Change(key, Action.CREATE, "new key", desired=d, write=True, created=True)
+            return mk(key, Action.CREATE, "new key", desired=d, write=True, created=True)
         if rec.fingerprint == d.fingerprint:
-            return Change(key, Action.NOOP, "unchanged since syncd wrote it", desired=d)
-        return Change(
+            return mk(key, Action.NOOP, "unchanged since syncd wrote it", desired=d)
+        return mk(
             key,
             Action.UPDATE,
             "value changed in the source",
@@ -235,7 +243,7 @@ def _decide(
     remote = remote_by_fold.get(fold(key))
     if remote is None:
         if rec is not None:
-            return Change(
+            return mk(
                 key,
                 Action.CREATE,
                 "missing at the destination (deleted out of band): re-created",
@@ -244,7 +252,7 @@ def _decide(
                 created=True,
                 drift=True,
             )
-        return Change(key, Action.CREATE, "new key", desired=d, write=True, created=True)
+        return mk(key, Action.CREATE, "new key", desired=d, write=True, created=True)
 
     owned = rec is not None or remote.managed_by == sync
     if owned:
@@ -261,7 +269,7 @@ def _decide(
                     if rec is not None
                     else "already holds the value, marked managed by this sync: state recorded"
                 )
-                return Change(
+                return mk(
                     key,
                     Action.NOOP,
                     reason,
@@ -276,7 +284,7 @@ def _decide(
                 if drift
                 else "value changed in the source"
             )
-            return Change(
+            return mk(
                 key,
                 Action.UPDATE,
                 reason,
@@ -287,7 +295,7 @@ def _decide(
                 drift=drift,
             )
         if rec is None:
-            return Change(
+            return mk(
                 key,
                 Action.UPDATE,
                 "marked managed by this sync but not recorded: value re-sent",
@@ -297,7 +305,7 @@ def _decide(
                 created=True,
             )
         if rec.version is not None and remote.version is not None and rec.version != remote.version:
-            return Change(
+            return mk(
                 key,
                 Action.UPDATE,
                 "changed out of band (updated since syncd wrote it): re-sent",
@@ -308,7 +316,7 @@ def _decide(
                 drift=True,
             )
         if rec.fingerprint != d.fingerprint:
-            return Change(
+            return mk(
                 key,
                 Action.UPDATE,
                 "value changed in the source",
@@ -317,7 +325,7 @@ def _decide(
                 write=True,
                 created=created,
             )
-        return Change(
+        return mk(
             key,
             Action.NOOP,
             "unchanged",
@@ -330,7 +338,7 @@ def _decide(
     owner = f" (marked managed by sync {remote.managed_by!r})" if remote.managed_by else ""
     if policy.on_conflict == "overwrite":
         if remote.value is not None and remote.value == d.value:
-            return Change(
+            return mk(
                 key,
                 Action.ADOPT,
                 f"existed with the same value{owner}: adopted "
@@ -339,7 +347,7 @@ def _decide(
                 remote=remote,
                 record=True,
             )
-        return Change(
+        return mk(
             key,
             Action.ADOPT,
             f"existed, not created by syncd{owner}: overwritten (on_conflict: overwrite)",
@@ -348,14 +356,14 @@ def _decide(
             write=True,
         )
     if policy.on_conflict == "skip":
-        return Change(
+        return mk(
             key,
             Action.SKIP,
             f"exists and was not created by syncd{owner} (on_conflict: skip)",
             desired=d,
             remote=remote,
         )
-    return Change(
+    return mk(
         key,
         Action.CONFLICT,
         f"exists and was not created by syncd{owner} (on_conflict: fail)",
