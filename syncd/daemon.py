@@ -264,6 +264,8 @@ class Scheduler:
             self.log.exception("sync run crashed", sync=slot.name)
         finally:
             slot.running = False
+            if not any(s.running for s in self._slots.values()):
+                give_back_memory()
             spread = 1.0 + self.jitter * (2.0 * self.rng() - 1.0)
             period = slot.period * spread
             slot.next_due = self.clock() + (min(again, period) if again is not None else period)
@@ -325,6 +327,27 @@ EngineFactory = Callable[[Config, Hooks], Engine]
 class Readiness:
     ready: bool
     checks: dict[str, str] = field(default_factory=dict)
+
+
+def _libc_trim() -> Callable[[], None]:
+    try:
+        import ctypes
+        import ctypes.util
+
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None  # not glibc: nothing to give back this way
+
+    def give_back() -> None:
+        trim(0)
+
+    return give_back
+
+
+give_back_memory = _libc_trim()
+"""Once every run of a pass is done: return the heap its snapshots and plans used to the
+system (glibc keeps freed memory for reuse; ``malloc_trim`` hands it back), so the
+resident size between passes is what the daemon holds, not the pass's peak."""
 
 
 class Daemon:

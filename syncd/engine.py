@@ -25,8 +25,8 @@ from syncd.state.base import StateStore
 if TYPE_CHECKING:
     from syncd.notify import Notifier
 
-PLANS_AT_ONCE = 8
-"""Source reads, and pair plans, one process computes at once. Both are CPU and memory
+PLANS_AT_ONCE = 4
+"""Source reads, and pair plans, one process computes at once (four). Both are CPU and memory
 (a snapshot, a listing, a fingerprint and a change per key); past a few at once they only
 pile up memory (100 syncs of 1,000 secrets starting together), and the writes that follow
 are not held back by this cap."""

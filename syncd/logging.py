@@ -22,27 +22,44 @@ class Redactor:
     Values shorter than MIN_REDACT_LEN characters are not searched for: replacing "1" or
     "on" in every line would make logs unreadable without protecting anything.
 
-    A daemon may know 100,000 values: each is indexed by its first ``INDEX_PREFIX``
-    characters (all of it when shorter), so a scan costs a few dictionary lookups per
-    character of the text, whatever the number of values. At each position the longest
-    value found there is replaced, left to right.
+    A daemon may know 100,000 values: each is indexed by the hash of its first
+    ``INDEX_PREFIX`` characters (all of it when shorter), and held as its own hash and
+    length, not as the value. A scan costs a few dictionary lookups per character of the
+    text, whatever the number of values, and the index holds no secret. At each position the
+    longest value found there is replaced, left to right. Two texts with one hash are
+    astronomically rare; one would be redacted, never shown.
     """
 
     INDEX_PREFIX = 16
     SEEN_MAX = 4096
+    _LEN_BITS = 24  # a packed entry: hash(value) << 24 | len(value)
+    _LEN_MASK = (1 << _LEN_BITS) - 1
 
     def __init__(self) -> None:
-        # prefix -> the value starting with it, or the values, longest first (most prefixes
-        # start one value only: a plain string saves a list per value)
-        self._index: dict[str, str | tuple[str, ...]] = {}
+        # hash(prefix) -> packed entry, or entries longest first (most prefixes start one
+        # value only: a plain int saves a tuple per value)
+        self._index: dict[int, int | tuple[int, ...]] = {}
         self._lengths: tuple[int, ...] = ()  # the prefix lengths in the index, longest first
         self._seen: dict[str, str] = {}  # texts already scrubbed against these values
         self._lock = threading.Lock()
 
+    @classmethod
+    def _key(cls, v: str) -> int:
+        return hash(v[: cls.INDEX_PREFIX] if len(v) > cls.INDEX_PREFIX else v)
+
+    @classmethod
+    def _entry(cls, v: str) -> int:
+        return (hash(v) << cls._LEN_BITS) | min(len(v), cls._LEN_MASK)
+
+    def _knows(self, v: str) -> bool:
+        held = self._index.get(self._key(v))
+        entry = self._entry(v)
+        return held is not None and (held == entry if isinstance(held, int) else entry in held)
+
     def add(self, values: Iterable[str]) -> None:
         new: set[str] = set()
         for v in values:
-            if not isinstance(v, str) or len(v) < MIN_REDACT_LEN:
+            if not isinstance(v, str) or len(v) < MIN_REDACT_LEN or len(v) > self._LEN_MASK:
                 continue
             new.add(v)
             # a multi-line value may show up line by line in a traceback
@@ -55,24 +72,19 @@ class Redactor:
             index = dict(self._index)
             lengths = set(self._lengths)
             for v in new:
-                prefix = self._prefix(v)
-                held = index.get(prefix)
+                key, entry = self._key(v), self._entry(v)
+                held = index.get(key)
                 if held is None:
-                    index[prefix] = v
-                    lengths.add(len(prefix))
+                    index[key] = entry
+                    lengths.add(min(len(v), self.INDEX_PREFIX))
                     continue
-                bucket = (held,) if isinstance(held, str) else held
-                index[prefix] = tuple(sorted((*bucket, v), key=len, reverse=True))
+                bucket = (held,) if isinstance(held, int) else held
+                index[key] = tuple(
+                    sorted((*bucket, entry), key=lambda e: e & self._LEN_MASK, reverse=True)
+                )
             # readers use the previous index until this one is complete
             self._index, self._lengths = index, tuple(sorted(lengths, reverse=True))
             self._seen = {}
-
-    def _prefix(self, v: str) -> str:
-        return v[: self.INDEX_PREFIX] if len(v) > self.INDEX_PREFIX else v
-
-    def _knows(self, v: str) -> bool:
-        held = self._index.get(self._prefix(v))
-        return held is not None and (held == v if isinstance(held, str) else v in held)
 
     def clear(self) -> None:
         """Forget every value (tests start each from nothing)."""
@@ -92,23 +104,27 @@ class Redactor:
             seen[text] = hit
         return hit
 
-    @staticmethod
-    def _scan(text: str, index: dict[str, str | tuple[str, ...]], lengths: tuple[int, ...]) -> str:
+    @classmethod
+    def _scan(
+        cls, text: str, index: dict[int, int | tuple[int, ...]], lengths: tuple[int, ...]
+    ) -> str:
         out: list[str] = []
         i = done = 0
         end = len(text)
+        bits, mask = cls._LEN_BITS, cls._LEN_MASK
         while i <= end - MIN_REDACT_LEN:
             found = 0
             for k in lengths:
                 if i + k > end:
                     continue
-                held = index.get(text[i : i + k])
+                held = index.get(hash(text[i : i + k]))
                 if held is None:
                     continue
-                if isinstance(held, str):
-                    found = len(held) if text.startswith(held, i) else 0
-                else:
-                    found = next((len(v) for v in held if text.startswith(v, i)), 0)
+                for entry in (held,) if isinstance(held, int) else held:
+                    n = entry & mask
+                    if i + n <= end and hash(text[i : i + n]) == entry >> bits:
+                        found = n
+                        break
                 if found:
                     break
             if found:

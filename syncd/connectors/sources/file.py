@@ -68,10 +68,15 @@ def flatten(data: Any, folder: str = "") -> list[SourceEntry]:
     return out
 
 
+# libyaml's safe loader where PyYAML was built with it (its wheels are): the same documents
+# and errors, parsed about ten times faster, which a daemon re-reading 100 files a cycle feels
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse(text: str, fmt: str) -> list[SourceEntry]:
     if fmt == "yaml":
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_LOADER)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
