@@ -697,3 +697,30 @@ def test_validate_warns_that_service_tokens_are_deprecated(
     finally:
         del os.environ["T"]
     assert "expected project_id and environment" in capsys.readouterr().err
+
+
+async def test_many_syncs_sharing_a_scope_share_one_read_past_the_plan_cap(
+    tmp_path: Path,
+) -> None:
+    """Reads and plans run a few at a time (the memory bound): syncs past that cap still
+    share the pass's one read, and the snapshot is let go once the last of them is done."""
+    from syncd.engine import PLANS_AT_ONCE
+
+    def factory(clock: FakeClock) -> FakeInfisical:
+        f = FakeInfisical(clock=clock.monotonic, wall=clock.wall)
+        f.set("A", "value-a")
+        return f
+
+    wb = infisical_workbench(tmp_path, factory)
+    fake: FakeInfisical = wb.fake  # type: ignore[attr-defined]
+    doc = yaml.safe_load(wb.config_file.read_text())
+    extra = PLANS_AT_ONCE * 2 + 1
+    for i in range(extra):
+        doc["sources"][f"src-{i}"] = source_body()
+        doc["destinations"][f"env-{i}"] = {"type": "dotenv", "path": str(tmp_path / f"o{i}.env")}
+        doc["syncs"].append({"name": f"s{i}", "from": f"src-{i}", "to": [f"env-{i}"]})
+    wb.config_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    results = await wb.once()
+    assert len(results) == extra + 1 and all(r.ok for r in results)
+    assert fake.lists == 1
+    assert all(dotenv(tmp_path / f"o{i}.env") == {"A": "value-a"} for i in range(extra))
