@@ -202,3 +202,32 @@ async def test_gitlab_ratelimit_remaining_is_waited_for_before_it_runs_out(
         # one listing and 12 writes, four a window (the last call of each is kept as a
         # margin): three waits for a refill
         assert [round(s) for s in wb.clock.sleeps if s > 1.0] == [60, 60, 60]
+
+
+def test_github_primary_quota_is_waited_for_before_it_runs_out(tmp_path: Path) -> None:
+    """GitHub reports its 5,000 requests an hour on every answer: with one left, the next
+    call waits for the window to refill instead of being refused."""
+    import asyncio
+
+    fake = FakeGitHub().start()
+    try:
+        fake.add_repo("acme/api")
+        dest: dict[str, Any] = {
+            "type": "github",
+            "api_url": fake.url,
+            "token": "${GH_TOKEN}",
+            "scope": "repository",
+            "repository": "acme/api",
+            "writes_per_minute": None,
+        }
+        wb = github_bench(fake, tmp_path, values(4), dest)
+        fake.clock = wb.clock.monotonic
+        fake.spend_primary(4996)
+        pair = asyncio.run(wb.pair())
+        assert pair.result == "ok", pair.problems
+        assert set(fake.plaintext(repo_scope("acme/api"))) == set(values(4))
+        assert fake.throttled == 0
+        # a few calls fit in this hour; then one wait for the next
+        assert [s for s in wb.clock.sleeps if s > 60] and max(wb.clock.sleeps) <= 3601
+    finally:
+        fake.stop()

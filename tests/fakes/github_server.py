@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import secrets
 import socket
@@ -94,6 +95,8 @@ class FakeGitHub:
         self.prefix = prefix.rstrip("/")
         self.clock = clock
         self.content_limit = content_limit_per_minute
+        self._window_start: float | None = None  # the primary quota's hour
+        self._window_used = 0
         self.repos: dict[str, dict[str, Any]] = {}
         self.orgs: set[str] = set()
         self.secrets: dict[ScopeKey, dict[str, StoredSecret]] = {}
@@ -269,13 +272,24 @@ class FakeGitHub:
         when = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=self._tick)
         return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
+    def spend_primary(self, calls: int) -> None:
+        """As if ``calls`` requests of this hour's window were made elsewhere."""
+        self._rate_headers()
+        self._window_used += calls - 1
+
     def _rate_headers(self) -> dict[str, str]:
-        used = len(self.requests)
+        """The primary quota as GitHub reports it: 5,000 requests in an hour's window on the
+        fake's clock, which refills when the window ends."""
+        now = self.clock()
+        if self._window_start is None or now >= self._window_start + 3600.0:
+            self._window_start, self._window_used = now, 0
+        self._window_used += 1
+        reset_in = self._window_start + 3600.0 - now
         return {
             "x-ratelimit-limit": "5000",
-            "x-ratelimit-remaining": str(max(1, 5000 - used)),
-            "x-ratelimit-used": str(used),
-            "x-ratelimit-reset": str(int(time.time()) + 3600),
+            "x-ratelimit-remaining": str(max(0, 5000 - self._window_used)),
+            "x-ratelimit-used": str(self._window_used),
+            "x-ratelimit-reset": str(math.ceil(time.time() + reset_in)),
             "x-ratelimit-resource": "core",
         }
 
