@@ -26,6 +26,7 @@ Error messages name keys and contexts, never a value.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -136,6 +137,9 @@ class NetlifyAPI:
         self.build_hooks: dict[str, str] = {}  # hook id -> site
         self.build_fail = 0  # the next API builds answer 500
         self._window_calls = 0
+        self._window_start: float | None = None
+        # every answer carries the minute's quota (off where a harness models it instead)
+        self.rate_headers = True
         self._ids = 0
         self._ticks = 0
         self.transport = httpx.MockTransport(self.handle)
@@ -323,11 +327,15 @@ class NetlifyAPI:
     def handle(self, request: httpx.Request) -> httpx.Response:
         resp = self._handle(request)
         # Netlify sends its rate-limit headers on every answer (reset: epoch seconds)
-        if "X-RateLimit-Limit" not in resp.headers:
+        if self.rate_headers and "X-RateLimit-Limit" not in resp.headers:
+            # 500 calls in a minute's window, which refills when it ends
+            now = self.clock()
+            if self._window_start is None or now >= self._window_start + 60.0:
+                self._window_start, self._window_calls = now, 0
             self._window_calls += 1
             resp.headers["X-RateLimit-Limit"] = "500"
-            resp.headers["X-RateLimit-Remaining"] = str(max(1, 500 - self._window_calls))
-            resp.headers["X-RateLimit-Reset"] = str(int(self.clock() + 60))
+            resp.headers["X-RateLimit-Remaining"] = str(max(0, 500 - self._window_calls))
+            resp.headers["X-RateLimit-Reset"] = str(math.ceil(self._window_start + 60.0))
         return resp
 
     def _handle(self, request: httpx.Request) -> httpx.Response:

@@ -111,6 +111,9 @@ class FakeVercel:
     deployments: list[dict[str, Any]] = field(default_factory=list)
     redeploy_fail: int = 0  # the next redeploys answer 500
     _window_calls: int = 0
+    _window_start: float | None = None
+    # every answer carries the minute's quota (off where a harness models it instead)
+    rate_headers: bool = True
     _clock: int = 1_760_000_000_000
     _ids: int = 0
 
@@ -192,11 +195,15 @@ class FakeVercel:
     def handle(self, request: httpx.Request) -> httpx.Response:
         resp = self._handle(request)
         # Vercel sends its rate-limit headers on every answer, errors included
-        if "X-RateLimit-Limit" not in resp.headers:
+        if self.rate_headers and "X-RateLimit-Limit" not in resp.headers:
+            # 100 calls in a minute's window, which refills when it ends
+            now = self.wall()
+            if self._window_start is None or now >= self._window_start + 60.0:
+                self._window_start, self._window_calls = now, 0
             self._window_calls += 1
             resp.headers["X-RateLimit-Limit"] = "100"
-            resp.headers["X-RateLimit-Remaining"] = str(max(1, 100 - self._window_calls))
-            resp.headers["X-RateLimit-Reset"] = str(math.ceil(self.wall() + 47))
+            resp.headers["X-RateLimit-Remaining"] = str(max(0, 100 - self._window_calls))
+            resp.headers["X-RateLimit-Reset"] = str(math.ceil(self._window_start + 60.0))
         return resp
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
