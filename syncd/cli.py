@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,8 +167,6 @@ class Progress(Hooks):
     def progress(
         self, sync: str, destination: str, done: int, total: int, waiting: str | None
     ) -> None:
-        import time as _time
-
         pair = (sync, destination)
         if pair not in self.tasks:
             if total < 2:
@@ -175,8 +174,8 @@ class Progress(Hooks):
             self.tasks[pair] = self.bars.add_task(
                 f"{sync} → {destination}", total=total, rate="", waiting=""
             )
-            self.started[pair] = _time.monotonic()
-        elapsed = max(1e-6, _time.monotonic() - self.started[pair])
+            self.started[pair] = time.monotonic()
+        elapsed = max(1e-6, time.monotonic() - self.started[pair])
         rate = f"{done / elapsed * 60:,.0f}/min" if done else ""
         self.bars.update(self.tasks[pair], completed=done, rate=rate, waiting=waiting or "")
 

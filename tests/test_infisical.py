@@ -571,13 +571,14 @@ async def test_sync_from_infisical_into_dotenv_survives_expiry_and_outage(
         assert value.encode() not in wb.state_bytes()
 
 
-async def test_syncs_sharing_a_scope_share_one_read(tmp_path: Path) -> None:
-    def factory(clock: FakeClock) -> FakeInfisical:
-        f = FakeInfisical(clock=clock.monotonic, wall=clock.wall)
-        f.set("A", "value-a")
-        return f
+def one_secret(clock: FakeClock) -> FakeInfisical:
+    f = FakeInfisical(clock=clock.monotonic, wall=clock.wall)
+    f.set("A", "value-a")
+    return f
 
-    wb = infisical_workbench(tmp_path, factory)
+
+async def test_syncs_sharing_a_scope_share_one_read(tmp_path: Path) -> None:
+    wb = infisical_workbench(tmp_path, one_secret)
     fake: FakeInfisical = wb.fake  # type: ignore[attr-defined]
     doc = yaml.safe_load(wb.config_file.read_text())
     doc["sources"]["src-again"] = source_body()
@@ -706,12 +707,7 @@ async def test_many_syncs_sharing_a_scope_share_one_read_past_the_plan_cap(
     share the pass's one read, and the snapshot is let go once the last of them is done."""
     from syncd.engine import PLANS_AT_ONCE
 
-    def factory(clock: FakeClock) -> FakeInfisical:
-        f = FakeInfisical(clock=clock.monotonic, wall=clock.wall)
-        f.set("A", "value-a")
-        return f
-
-    wb = infisical_workbench(tmp_path, factory)
+    wb = infisical_workbench(tmp_path, one_secret)
     fake: FakeInfisical = wb.fake  # type: ignore[attr-defined]
     doc = yaml.safe_load(wb.config_file.read_text())
     extra = PLANS_AT_ONCE * 2 + 1

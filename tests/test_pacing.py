@@ -79,21 +79,26 @@ async def test_the_platforms_own_quota_is_waited_for_before_it_refuses(tmp_path:
     assert 30.0 in [round(s, 3) for s in wb.clock.sleeps]  # until the window refills
 
 
+def github_repo(fake: FakeGitHub, **options: Any) -> dict[str, Any]:
+    """A repository destination on ``fake``, unpaced per minute (the limit under test)."""
+    fake.add_repo("acme/api")
+    return {
+        "type": "github",
+        "api_url": fake.url,
+        "token": "${GH_TOKEN}",
+        "scope": "repository",
+        "repository": "acme/api",
+        "writes_per_minute": None,
+        **options,
+    }
+
+
 def test_github_hourly_cap_paces_writes_instead_of_failing_them(tmp_path: Path) -> None:
     import asyncio
 
     fake = FakeGitHub().start()
     try:
-        fake.add_repo("acme/api")
-        dest: dict[str, Any] = {
-            "type": "github",
-            "api_url": fake.url,
-            "token": "${GH_TOKEN}",
-            "scope": "repository",
-            "repository": "acme/api",
-            "writes_per_minute": None,
-            "writes_per_hour": 3,
-        }
+        dest = github_repo(fake, writes_per_hour=3)
         wb = github_bench(fake, tmp_path, values(5), dest)
         pair = asyncio.run(wb.pair())
         assert pair.result == "ok", pair.problems
@@ -211,15 +216,7 @@ def test_github_primary_quota_is_waited_for_before_it_runs_out(tmp_path: Path) -
 
     fake = FakeGitHub().start()
     try:
-        fake.add_repo("acme/api")
-        dest: dict[str, Any] = {
-            "type": "github",
-            "api_url": fake.url,
-            "token": "${GH_TOKEN}",
-            "scope": "repository",
-            "repository": "acme/api",
-            "writes_per_minute": None,
-        }
+        dest = github_repo(fake)
         wb = github_bench(fake, tmp_path, values(4), dest)
         fake.clock = wb.clock.monotonic
         fake.spend_primary(4996)
